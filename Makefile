@@ -1,0 +1,32 @@
+# vlm-playground: `make demo` serves the playground on tiny offline models; `make test` runs every test.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+# Where the pinned torch wheels lie on disk (this workplace, CI) take them; elsewhere let pip choose
+# (a CUDA build on a machine with a GPU).
+LOCAL_TORCH := $(firstword $(wildcard /opt/pypi*/files/torch-2.14.1-* /opt/wheels/torch-2.14.1-*))
+TORCH  := $(if $(LOCAL_TORCH),torch==2.14.1 torchvision==0.29.1,torch torchvision)
+PYTEST_ARGS ?=
+
+.PHONY: demo test lint clean
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+	$(PIP) install --quiet $(TORCH)
+	$(PIP) install --quiet -e '.[test]'
+	touch $@
+
+demo: $(VENV)/.installed
+	$(VENV)/bin/vlm-playground demo
+
+test: $(VENV)/.installed
+	$(VENV)/bin/ruff check app tests bench
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check app tests bench
+
+clean:
+	rm -rf $(VENV) data .pytest_cache test-artifacts

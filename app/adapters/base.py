@@ -1,0 +1,218 @@
+"""What every adapter offers: `load(spec, device, dtype)` and a streaming `generate`.
+
+This module must stay importable under the pinned runtimes (transformers 4.36+), so it imports
+torch and transformers only inside functions.
+"""
+
+from __future__ import annotations
+
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from app.images import prepare_for_model
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+    from app.catalog import ModelSpec
+
+
+class ModelLoadError(RuntimeError):
+    """A model that cannot be loaded; the message says why in words a person can act on."""
+
+
+@dataclass(frozen=True)
+class GenerationParams:
+    """Sampling settings; temperature 0 means greedy decoding."""
+
+    max_new_tokens: int = 256
+    temperature: float = 0.0
+    top_p: float = 1.0
+    seed: int | None = 0
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature <= 0
+
+
+@dataclass(frozen=True)
+class Finish:
+    """The last item a generation yields: token counts and why it stopped."""
+
+    prompt_tokens: int
+    completion_tokens: int
+    finish_reason: str = "stop"  # stop | length | cancelled
+    image_note: str | None = None
+
+
+Piece = str | Finish
+
+
+class Adapter(ABC):
+    """A loaded model of one family. Subclasses implement `load` and `_generate`."""
+
+    families: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, spec: ModelSpec, device: str) -> None:
+        self.spec = spec
+        self.device = device
+
+    @classmethod
+    @abstractmethod
+    def load(cls, spec: ModelSpec, device: str, dtype: Any) -> Adapter:
+        """Load weights and processor for `spec` onto `device`."""
+
+    def generate(
+        self,
+        images: list[Image.Image],
+        prompt: str,
+        params: GenerationParams,
+        cancel: threading.Event | None = None,
+    ) -> Iterator[Piece]:
+        """Yield text pieces, then one `Finish`. Single-image models get a grid of several images."""
+        prepared = prepare_for_model(images, self.spec.multi_image)
+        cancel = cancel or threading.Event()
+        finish: Finish | None = None
+        for piece in self._generate(prepared.images, prompt, params, cancel):
+            if isinstance(piece, Finish):
+                finish = piece
+            else:
+                yield piece
+        if finish is None:
+            raise RuntimeError(f"{type(self).__name__} ended without token counts")
+        if cancel.is_set():
+            finish = replace(finish, finish_reason="cancelled")
+        yield replace(finish, image_note=prepared.note)
+
+    @abstractmethod
+    def _generate(
+        self, images: list[Image.Image], prompt: str, params: GenerationParams, cancel: threading.Event
+    ) -> Iterator[Piece]:
+        """Family-specific generation on prepared images."""
+
+
+def torch_dtype(name: str | Any, device: str) -> Any:
+    """Map a catalogue dtype name to a torch dtype; the CPU computes half precision poorly, so float32."""
+    import torch
+
+    if not isinstance(name, str):
+        return name
+    if name == "auto":
+        return "auto"
+    if device == "cpu" and name in ("bfloat16", "float16"):
+        return torch.float32
+    return getattr(torch, name)
+
+
+def seed_everything(params: GenerationParams) -> None:
+    """Same seed, same text: seed torch's generators before sampling."""
+    import torch
+
+    if params.seed is not None:
+        torch.manual_seed(params.seed)
+        if torch.cuda.is_available():
+            torch.cuda.manual_seed_all(params.seed)
+
+
+def sampling_kwargs(params: GenerationParams) -> dict[str, Any]:
+    """`generate` keyword arguments for the sampling settings."""
+    if params.greedy:
+        return {"do_sample": False, "max_new_tokens": params.max_new_tokens}
+    return {
+        "do_sample": True,
+        "temperature": params.temperature,
+        "top_p": params.top_p,
+        "max_new_tokens": params.max_new_tokens,
+    }
+
+
+def cancel_criteria(cancel: threading.Event) -> Any:
+    """A transformers StoppingCriteriaList that stops generation once `cancel` is set."""
+    from transformers import StoppingCriteria, StoppingCriteriaList
+
+    class _Cancelled(StoppingCriteria):
+        def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+            import torch
+
+            return torch.full((input_ids.shape[0],), cancel.is_set(), dtype=torch.bool, device=input_ids.device)
+
+    return StoppingCriteriaList([_Cancelled()])
+
+
+class StreamedCall:
+    """Iterate the text a blocking `generate`-like call streams, then read its return value.
+
+    `StreamedCall(lambda streamer: model.generate(..., streamer=streamer), tokenizer, cancel)`
+    runs the call in a thread; iterating yields decoded pieces; `.result` holds what it returned.
+    Errors raised in the thread are re-raised in the caller.
+    """
+
+    def __init__(self, run: Callable[[Any], Any], tokenizer: Any, cancel: threading.Event,
+                 timeout_s: float | None = None) -> None:
+        from transformers import TextIteratorStreamer
+
+        self._streamer = TextIteratorStreamer(
+            tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=timeout_s
+        )
+        self._run = run
+        self._cancel = cancel
+        self.result: Any = None
+        self._error: BaseException | None = None
+
+    def _target(self) -> None:
+        try:
+            self.result = self._run(self._streamer)
+        except BaseException as exc:  # re-raised in the consuming thread
+            self._error = exc
+            self._streamer.end()
+
+    def __iter__(self) -> Iterator[str]:
+        thread = threading.Thread(target=self._target, name="generate", daemon=True)
+        thread.start()
+        finished = False
+        try:
+            for text in self._streamer:
+                if text:
+                    yield text
+            finished = True
+        finally:
+            if not finished:  # the consumer stopped early: stop generating too
+                self._cancel.set()
+            thread.join()
+        if self._error is not None:
+            raise self._error
+
+
+def explain_load_error(exc: BaseException, spec: ModelSpec) -> ModelLoadError:
+    """Turn a loading exception into a message that says why and what to do."""
+    name = type(exc).__name__
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else name
+    repo = spec.repo or spec.id
+    if name == "GatedRepoError" or "gated repo" in text.lower() or "403" in text:
+        why = f"{repo} is gated: accept its licence on the Hub and set HF_TOKEN"
+    elif name in ("RepositoryNotFoundError", "RevisionNotFoundError"):
+        why = f"{repo}@{spec.revision} was not found on the Hub (or is private without a token)"
+    elif name == "LocalEntryNotFoundError" or "offline" in text.lower() or "couldn't connect" in text.lower():
+        why = f"{repo} is not in the local Hugging Face cache and the Hub cannot be reached"
+    elif name == "OutOfMemoryError" or "out of memory" in text.lower():
+        why = f"out of memory while loading {repo}: {text}"
+    elif spec.trust_remote_code and name in ("ImportError", "AttributeError", "TypeError", "ModuleNotFoundError"):
+        why = f"the remote code of {repo} failed ({name}: {text}); it needs runtime '{spec.runtime}'"
+    else:
+        why = f"{name}: {text}"
+    return ModelLoadError(why)
+
+
+def from_pretrained_kwargs(spec: ModelSpec, dtype: Any) -> dict[str, Any]:
+    """Common `from_pretrained` arguments; the dtype keyword was renamed in transformers 4.56."""
+    import transformers
+
+    major, minor = (int(part) for part in transformers.__version__.split(".")[:2])
+    dtype_key = "dtype" if (major, minor) >= (4, 56) else "torch_dtype"
+    kwargs: dict[str, Any] = {dtype_key: dtype, "trust_remote_code": spec.trust_remote_code}
+    if spec.revision and spec.revision != "main" and not spec.tiny:
+        kwargs["revision"] = spec.revision
+    return kwargs

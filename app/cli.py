@@ -1,0 +1,224 @@
+"""`vlm-playground` command line: models, tiny-models, run, serve, demo, runtimes, export."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from app.catalog import Catalog, CatalogError, ModelSpec, load_catalog
+
+DEFAULT_CATALOG = "models.yaml"
+
+
+class CommandError(Exception):
+    """An error a person can act on: printed as one line, exit status 2."""
+
+
+def _catalog(path: str) -> Catalog:
+    try:
+        return load_catalog(path)
+    except CatalogError as exc:
+        raise CommandError(str(exc)) from None
+
+
+def _spec(catalog: Catalog, model_id: str) -> ModelSpec:
+    try:
+        return catalog.get(model_id)
+    except KeyError:
+        raise CommandError(f"unknown model '{model_id}' (known: {', '.join(catalog.ids())})") from None
+
+
+# --- models -------------------------------------------------------------------------------------
+
+def _model_rows(catalog: Catalog, data_dir: Path) -> list[dict]:
+    from app.sizes import SizeBook
+
+    sizes = SizeBook.open(data_dir)
+    rows = []
+    for spec in catalog.models:
+        measured = sizes.get(spec.id)
+        rows.append({
+            "id": spec.id, "name": spec.name, "repo": spec.repo, "original_repo": spec.original_repo,
+            "revision": spec.revision, "family": spec.family, "min_gpu_gb": spec.min_gpu_gb,
+            "min_gpu_gb_source": spec.min_gpu_gb_source, "measured_gb": measured,
+            "planned_gb": sizes.planned_gb(spec), "languages": spec.languages,
+            "languages_note": spec.languages_note, "multi_image": spec.multi_image,
+            "trust_remote_code": spec.trust_remote_code, "runtime": spec.runtime, "endpoint": spec.endpoint,
+            "gated": spec.gated, "licence": spec.licence, "scores": spec.scores, "available": spec.available,
+            "unavailable_reason": spec.unavailable_reason, "notes": spec.notes,
+        })
+    return rows
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    rows = _model_rows(_catalog(args.models), Path(args.data_dir))
+    if args.json:
+        print(json.dumps(rows, indent=1, ensure_ascii=False))
+        return 0
+    header = ("id", "family", "min GB", "source", "measured", "planned", "runtime", "images", "languages",
+              "status")
+    table = [header]
+    for row in rows:
+        status = "ok" if row["available"] else "unavailable"
+        if row["endpoint"]:
+            status = f"remote {row['endpoint']}"
+        table.append((
+            row["id"], row["family"] or "-", _gb(row["min_gpu_gb"]), row["min_gpu_gb_source"],
+            _gb(row["measured_gb"]), _gb(row["planned_gb"]), row["runtime"],
+            "multi" if row["multi_image"] else "one", ",".join(row["languages"]) or "-", status,
+        ))
+    widths = [max(len(str(r[i])) for r in table) for i in range(len(header))]
+    for row in table:
+        print("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+    return 0
+
+
+def _gb(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
+# --- tiny-models ----------------------------------------------------------------------------------
+
+def cmd_tiny_models(args: argparse.Namespace) -> int:
+    from app.tiny import BUILDERS, build_tiny_models
+
+    families = args.only.split(",") if args.only else None
+    unknown = [f for f in families or [] if f not in BUILDERS]
+    if unknown:
+        raise CommandError(f"unknown tiny family {', '.join(unknown)} (known: {', '.join(BUILDERS)})")
+    started = time.perf_counter()
+    path = build_tiny_models(args.out_dir, families, force=args.force)
+    print(f"wrote {path} ({time.perf_counter() - started:.1f} s)")
+    return 0
+
+
+# --- run ------------------------------------------------------------------------------------------
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from app.adapters import GenerationParams, ModelLoadError, adapter_for
+    from app.images import ImageError, decode_image
+
+    catalog = _catalog(args.models)
+    spec = _spec(catalog, args.model)
+    if not spec.available:
+        raise CommandError(f"{spec.id} is unavailable: {spec.unavailable_reason}")
+    if spec.is_remote:
+        raise CommandError(f"{spec.id} is served by {spec.endpoint}; `run` loads local models only")
+    images = []
+    for path in args.image:
+        try:
+            data = Path(path).read_bytes()
+        except OSError as exc:
+            raise CommandError(f"{path}: cannot read ({exc.strerror})") from None
+        try:
+            images.append(decode_image(data, path))
+        except ImageError as exc:
+            raise CommandError(str(exc)) from None
+    params = GenerationParams(max_new_tokens=args.max_new_tokens, temperature=args.temperature,
+                              top_p=args.top_p, seed=args.seed)
+    device = _device()
+    _quiet_transformers()
+    try:
+        adapter = adapter_for(spec.family).load(spec, device, None)
+    except ModelLoadError as exc:
+        raise CommandError(f"cannot load {spec.id}: {exc}") from None
+    started = time.perf_counter()
+    first: float | None = None
+    pieces: list[str] = []
+    finish = None
+    for piece in adapter.generate(images, args.prompt, params):
+        if isinstance(piece, str):
+            first = first if first is not None else time.perf_counter() - started
+            pieces.append(piece)
+            if not args.json:
+                print(piece, end="", flush=True)
+        else:
+            finish = piece
+    total = time.perf_counter() - started
+    if finish and finish.image_note:
+        print(f"\n[{finish.image_note}]", file=sys.stderr)
+    if args.json:
+        print(json.dumps({
+            "model": spec.id, "text": "".join(pieces), "tokens": finish.completion_tokens if finish else 0,
+            "prompt_tokens": finish.prompt_tokens if finish else 0, "ttft_s": round(first or total, 4),
+            "total_s": round(total, 4), "finish_reason": finish.finish_reason if finish else None,
+            "image_note": finish.image_note if finish else None,
+        }, ensure_ascii=False))
+    else:
+        print()
+    return 0
+
+
+def _device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _quiet_transformers() -> None:
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+    from transformers.utils import logging
+
+    logging.set_verbosity_error()
+    logging.disable_progress_bar()
+
+
+# --- entry point ----------------------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="vlm-playground", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def add(name: str, handler: Callable[[argparse.Namespace], int], help_text: str) -> argparse.ArgumentParser:
+        command = sub.add_parser(name, help=help_text, description=help_text)
+        command.set_defaults(handler=handler)
+        return command
+
+    models = add("models", cmd_models, "List the catalogue: memory figures, languages, availability.")
+    models.add_argument("--models", default=DEFAULT_CATALOG, help="catalogue file (default: models.yaml)")
+    models.add_argument("--data-dir", default=os.environ.get("VLM_DATA_DIR", "data"))
+    models.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+    tiny = add("tiny-models", cmd_tiny_models, "Build tiny random-weight checkpoints offline.")
+    tiny.add_argument("out_dir")
+    tiny.add_argument("--only", default="", help="comma-separated families")
+    tiny.add_argument("--force", action="store_true", help="rebuild existing checkpoints")
+
+    run = add("run", cmd_run, "Load one model in this process and stream its answer.")
+    run.add_argument("--models", default=DEFAULT_CATALOG)
+    run.add_argument("--model", required=True, help="catalogue id")
+    run.add_argument("--image", action="append", required=True, help="image file (repeat for several)")
+    run.add_argument("--prompt", required=True)
+    run.add_argument("--max-new-tokens", type=int, default=256)
+    run.add_argument("--temperature", type=float, default=0.0)
+    run.add_argument("--top-p", type=float, default=1.0)
+    run.add_argument("--seed", type=int, default=0)
+    run.add_argument("--json", action="store_true", help="print a JSON summary as the last line")
+
+    for register in _LATER_COMMANDS:
+        register(add)
+    return parser
+
+
+# Commands defined in other modules add themselves here (serve, demo, runtimes, export).
+_LATER_COMMANDS: list[Callable] = []
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.handler(args)
+    except CommandError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
