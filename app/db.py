@@ -8,12 +8,13 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, make_url
 from sqlmodel import Session, SQLModel
 
 from app import tables  # noqa: F401  (registers the tables on SQLModel.metadata)
 
 BUSY_TIMEOUT_MS = 30_000
+BUSY_TIMEOUT_S = BUSY_TIMEOUT_MS / 1000
 READ_ONLY_OPTION = "playground_read_only"
 
 
@@ -29,7 +30,9 @@ def make_engine(url: str | None, data_dir: Path) -> Engine:
     url = database_url(url, data_dir)
     if not url.startswith("sqlite"):
         return create_engine(url, pool_pre_ping=True)
-    engine = create_engine(url, pool_size=10, max_overflow=30, pool_timeout=BUSY_TIMEOUT_MS / 1000)
+    in_memory = make_url(url).database in (None, "", ":memory:")
+    pool_args = {} if in_memory else {"pool_size": 10, "max_overflow": 30, "pool_timeout": BUSY_TIMEOUT_S}
+    engine = create_engine(url, **pool_args)
     event.listen(engine, "connect", _sqlite_on_connect)
     event.listen(engine, "begin", _sqlite_on_begin)
     return engine
@@ -64,15 +67,14 @@ def init_db(engine: Engine) -> None:
 def session(engine: Engine, read_only: bool = False) -> Iterator[Session]:
     """A session in one transaction: committed on success, rolled back on error.
 
-    `read_only=True` begins a deferred transaction on SQLite, so readers never hold the write lock.
+    `read_only=True` begins a deferred transaction on SQLite, so readers never hold the write lock,
+    and ends it on close without committing; loaded objects stay readable afterwards.
     """
     bind = engine.execution_options(**{READ_ONLY_OPTION: True}) if read_only else engine
     with Session(bind, expire_on_commit=False) as db:
         try:
             yield db
-            if read_only:
-                db.rollback()
-            else:
+            if not read_only:
                 db.commit()
         except BaseException:
             db.rollback()

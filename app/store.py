@@ -148,15 +148,18 @@ def _discard(temps: dict[Path, Path]) -> None:
 
 
 def _check_text(name: str, value: object, *, max_chars: int | None = None) -> None:
-    """A string field, within its length limit."""
+    """A string field without NUL (PostgreSQL text cannot hold one), within its length limit."""
     if not isinstance(value, str):
         raise ValueError(f"{name}: expected text, got {type(value).__name__}")
+    if "\x00" in value:
+        raise ValueError(f"{name}: must not contain NUL characters")
     if max_chars is not None and len(value) > max_chars:
         raise ValueError(f"{name}: at most {max_chars} characters, got {len(value)}")
 
 
 def _check_image(index: int, image: StoredImageInput) -> None:
-    """An image input with bytes, a format and positive dimensions."""
+    """An image input with a name, bytes, a format and positive dimensions."""
+    _check_text(f"images[{index}].name", image.name)
     if not isinstance(image.data, bytes | bytearray | memoryview):
         raise ValueError(f"images[{index}].data: expected bytes")
     for name in ("width", "height"):
@@ -171,7 +174,9 @@ def _check_output(index: int, output: OutputInput) -> None:
     if not isinstance(output.model, str) or not output.model:
         raise ValueError(f"outputs[{index}].model: expected a non-empty model id")
     if output.backend not in BACKENDS:
-        raise ValueError(f"outputs[{index}].backend: expected one of {', '.join(BACKENDS)}, got {output.backend!r}")
+        raise ValueError(
+            f"outputs[{index}].backend: expected one of {', '.join(BACKENDS)}, got {output.backend!r}"
+        )
     if not isinstance(output.params, dict):
         raise ValueError(f"outputs[{index}].params: expected a JSON object")
 
@@ -206,7 +211,9 @@ def create_comparison(
     """Store a comparison, its images and its queued outputs, all or nothing.
 
     New image files are written to temp files first, the rows are committed, and only then are
-    the files renamed onto their hash names: a rejected request leaves no row and no file.
+    the files renamed onto their hash names: a rejected request leaves no row and no file. (Only a
+    crash between commit and rename can leave a row whose file is missing; uploading that image
+    again writes it.)
     """
     _check_text("prompt", prompt)
     _check_text("rater", rater)
@@ -247,7 +254,9 @@ def _insert_comparison(
         db.flush()
         for position, (sha, image) in enumerate(zip(hashes, images, strict=True)):
             _ensure_image_row(db, sha, image)
-            db.add(ComparisonImage(comparison_id=comparison.id, position=position, sha256=sha, name=image.name))
+            db.add(
+                ComparisonImage(comparison_id=comparison.id, position=position, sha256=sha, name=image.name)
+            )
         rows = [
             Output(comparison_id=comparison.id, position=position, status="queued", **asdict(output))
             for position, output in enumerate(outputs)
@@ -324,9 +333,7 @@ def _ratings_by_output(db: Session, output_ids: list[int]) -> dict[int, list[Rat
     grouped: dict[int, list[Rating]] = {}
     if not output_ids:
         return grouped
-    rows = db.exec(
-        select(Rating).where(col(Rating.output_id).in_(output_ids)).order_by(col(Rating.id))
-    ).all()
+    rows = db.exec(select(Rating).where(col(Rating.output_id).in_(output_ids)).order_by(col(Rating.id))).all()
     for rating in rows:
         grouped.setdefault(rating.output_id, []).append(rating)
     return grouped
@@ -429,6 +436,7 @@ def update_output(engine: Engine, output_id: int, **fields: Any) -> None:
         _check_status(fields["status"], OUTPUT_STATUSES)
     if not fields:
         return
+    fields = {key: _strip_nul(value) for key, value in fields.items()}
     with session(engine) as db:
         result = db.exec(update(Output).where(col(Output.id) == output_id).values(**fields))
         if result.rowcount == 0:
@@ -468,6 +476,11 @@ def finish_output(
     if text is not None:
         fields["text"] = text
     update_output(engine, output_id, **fields)
+
+
+def _strip_nul(value: Any) -> Any:
+    """Model text may hold NUL, which PostgreSQL text cannot: it becomes U+FFFD."""
+    return value.replace("\x00", "\ufffd") if isinstance(value, str) else value
 
 
 def mark_unfinished_interrupted(engine: Engine) -> int:
@@ -525,7 +538,9 @@ def _find_rating(db: Session, output_id: int, rater: str) -> Rating | None:
 # ---------------------------------------------------------------- measured sizes
 
 
-def save_measured_size(engine: Engine, model: str, measured_gb: float, measured_at: datetime | None = None) -> None:
+def save_measured_size(
+    engine: Engine, model: str, measured_gb: float, measured_at: datetime | None = None
+) -> None:
     """Remember the device memory a model was measured to hold (replaces the previous figure)."""
     if not isinstance(measured_gb, int | float) or isinstance(measured_gb, bool) or measured_gb < 0:
         raise ValueError(f"measured_gb: expected a number of GB ≥ 0, got {measured_gb!r}")

@@ -1,0 +1,172 @@
+"""Start and stop worker processes; each hosts one model and speaks the OpenAI protocol."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import httpx
+
+from app.backend import OpenAIBackend
+from app.catalog import ModelSpec
+from app.worker import EVENT_PREFIX
+
+GB = 1024**3
+
+
+class LoadError(RuntimeError):
+    """A worker that could not load its model; the message is the worker's reason."""
+
+
+class WorkerHandle(Protocol):
+    """What the pool needs of a running worker (real or fake)."""
+
+    backend: Any
+    measured_gb: float | None
+    runtime: dict[str, str]
+    pid: int | None
+
+    async def terminate(self) -> int: ...
+
+    async def wait_exit(self) -> int: ...
+
+    async def measure_gb(self) -> float | None: ...
+
+
+class Launcher(Protocol):
+    async def start(self, spec: ModelSpec) -> WorkerHandle: ...
+
+
+@dataclass
+class ProcessWorker:
+    """A live `python -m app.worker` process and the client that talks to it."""
+
+    spec: ModelSpec
+    process: asyncio.subprocess.Process
+    port: int
+    backend: OpenAIBackend
+    client: httpx.AsyncClient
+    measured_gb: float | None = None
+    runtime: dict[str, str] = field(default_factory=dict)
+    stderr_path: Path | None = None
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    async def wait_exit(self) -> int:
+        return await self.process.wait()
+
+    async def measure_gb(self) -> float | None:
+        with contextlib.suppress(httpx.HTTPError, ValueError):
+            response = await self.client.get(f"http://127.0.0.1:{self.port}/memory", timeout=5)
+            self.measured_gb = max(response.json()["bytes"], 0) / GB
+        return self.measured_gb
+
+    async def terminate(self, grace_s: float = 10.0) -> int:
+        """SIGTERM, then SIGKILL after `grace_s`; returns once the process has exited."""
+        if self.process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.process.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(self.process.wait(), grace_s)
+            except TimeoutError:
+                with contextlib.suppress(ProcessLookupError):
+                    self.process.kill()
+                await self.process.wait()
+        await self.client.aclose()
+        return self.process.returncode or 0
+
+    def stderr_tail(self, lines: int = 5) -> str:
+        return _tail(self.stderr_path, lines)
+
+
+def _tail(path: Path | None, lines: int) -> str:
+    if path is None or not path.exists():
+        return ""
+    return "\n".join(path.read_text(errors="replace").strip().splitlines()[-lines:])
+
+
+class ProcessLauncher:
+    """Spawns workers with the Python of the model's runtime and waits for their ready report."""
+
+    def __init__(self, log_dir: Path, python_for: Callable[[str], str] | None = None,
+                 load_timeout_s: float = 900.0, device: str = "auto",
+                 env: dict[str, str] | None = None) -> None:
+        self.log_dir = log_dir
+        self.python_for = python_for or (lambda runtime: sys.executable)
+        self.load_timeout_s = load_timeout_s
+        self.device = device
+        self.env = env or {}
+
+    async def start(self, spec: ModelSpec) -> ProcessWorker:
+        python = await asyncio.to_thread(self.python_for, spec.runtime)
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        stderr_path = self.log_dir / f"{spec.id}.log"
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false", **self.env}
+        with stderr_path.open("ab") as stderr:
+            process = await asyncio.create_subprocess_exec(
+                python, "-m", "app.worker", "--spec-json", spec.model_dump_json(), "--port", "0",
+                "--device", self.device, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+                stderr=stderr, env=env, start_new_session=True)
+        started = time.perf_counter()
+        try:
+            port, ready = await asyncio.wait_for(self._await_ready(process, stderr_path), self.load_timeout_s)
+        except TimeoutError:
+            process.kill()
+            await process.wait()
+            raise LoadError(f"{spec.id}: not ready after {self.load_timeout_s:.0f} s") from None
+        except BaseException:
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
+            raise
+        client = httpx.AsyncClient(timeout=httpx.Timeout(10.0, read=None), trust_env=False,
+                                   limits=httpx.Limits(max_keepalive_connections=16))
+        backend = OpenAIBackend(f"http://127.0.0.1:{port}/v1", spec.id, client=client, label=spec.id)
+        memory = ready.get("memory", {}).get("bytes")
+        worker = ProcessWorker(spec, process, port, backend, client,
+                               measured_gb=None if memory is None else memory / GB,
+                               runtime=ready.get("runtime", {}), stderr_path=stderr_path)
+        worker.runtime["load_s"] = str(round(time.perf_counter() - started, 3))
+        asyncio.create_task(_drain(process.stdout))
+        return worker
+
+    async def _await_ready(self, process: asyncio.subprocess.Process, stderr_path: Path) -> tuple[int, dict]:
+        """Read the worker's event lines until it is ready or has failed."""
+        port = 0
+        assert process.stdout is not None
+        while True:
+            line = await process.stdout.readline()
+            if not line:
+                code = await process.wait()
+                tail = _tail(stderr_path, 3)
+                raise LoadError(f"worker exited with code {code} before it was ready" + (f": {tail}" if tail else ""))
+            text = line.decode(errors="replace").strip()
+            if not text.startswith(EVENT_PREFIX):
+                continue
+            event = json.loads(text[len(EVENT_PREFIX):])
+            if event["event"] == "listening":
+                port = int(event["port"])
+            elif event["event"] == "ready":
+                return port, event
+            elif event["event"] == "failed":
+                raise LoadError(event.get("error") or "load failed")
+
+
+async def _drain(stream: asyncio.StreamReader | None) -> None:
+    """Keep reading a worker's stdout so it never blocks on a full pipe."""
+    if stream is None:
+        return
+    with contextlib.suppress(Exception):
+        while await stream.readline():
+            pass
