@@ -140,7 +140,8 @@ async def test_fake_busy_error_after_bounded_wait_names_the_figures():
     pool, _ = make_pool(10, a=6, b=6, wait_s=0.2)
     holder = asyncio.create_task(use(pool, "a", hold_s=1.0))
     await asyncio.sleep(0.05)
-    with pytest.raises(Busy, match=r"b needs 6.00 GB; 4.00 GB of 10.00 GB free .* \(a \(6.00 GB, 1 in use\)\); waited 0.2 s"):
+    expected = r"b needs 6.00 GB; 4.00 GB of 10.00 GB free .* \(a \(6.00 GB, 1 in use\)\); waited 0.2 s"
+    with pytest.raises(Busy, match=expected):
         await use(pool, "b")
     await holder
 

@@ -142,6 +142,48 @@ def cancel_criteria(cancel: threading.Event) -> Any:
     return StoppingCriteriaList([_Cancelled()])
 
 
+def token_streamer(tokenizer: Any, timeout_s: float | None = None) -> Any:
+    """A `TextIteratorStreamer` that hands on text after every token, not only at word ends.
+
+    The stock streamer waits for a space or newline; answers (and gibberish from random weights)
+    would then arrive in lumps. Text is held back only while it ends in an incomplete character.
+    """
+    from transformers import TextIteratorStreamer
+
+    class TokenStreamer(TextIteratorStreamer):
+        # Incremental detokenisation: decode a short window of recent tokens each step, so the
+        # cost per token stays flat however long the answer grows.
+        prefix_offset = 0
+        read_offset = 0
+
+        def put(self, value: Any) -> None:
+            if len(value.shape) > 1:
+                value = value[0]
+            if self.skip_prompt and self.next_tokens_are_prompt:
+                self.next_tokens_are_prompt = False
+                return
+            self.token_cache.extend(value.tolist())
+            self._emit(final=False)
+
+        def _emit(self, final: bool) -> None:
+            tokens = self.token_cache
+            before = self.tokenizer.decode(tokens[self.prefix_offset:self.read_offset], **self.decode_kwargs)
+            text = self.tokenizer.decode(tokens[self.prefix_offset:], **self.decode_kwargs)
+            if text.endswith("\ufffd") and not final:
+                return  # an incomplete character: wait for the next token
+            fresh = text[len(before):]
+            self.prefix_offset, self.read_offset = self.read_offset, len(tokens)
+            if fresh:
+                self.on_finalized_text(fresh)
+
+        def end(self) -> None:
+            if self.read_offset < len(self.token_cache):
+                self._emit(final=True)
+            self.on_finalized_text("", stream_end=True)
+
+    return TokenStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=timeout_s)
+
+
 class StreamedCall:
     """Iterate the text a blocking `generate`-like call streams, then read its return value.
 
@@ -152,11 +194,7 @@ class StreamedCall:
 
     def __init__(self, run: Callable[[Any], Any], tokenizer: Any, cancel: threading.Event,
                  timeout_s: float | None = None) -> None:
-        from transformers import TextIteratorStreamer
-
-        self._streamer = TextIteratorStreamer(
-            tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=timeout_s
-        )
+        self._streamer = token_streamer(tokenizer, timeout_s)
         self._run = run
         self._cancel = cancel
         self.result: Any = None
