@@ -200,12 +200,19 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--seed", type=int, default=0)
     run.add_argument("--json", action="store_true", help="print a JSON summary as the last line")
 
-    for register in _LATER_COMMANDS:
+    for register in _later_commands():
         register(add)
     return parser
 
 
-# Commands defined in other modules add themselves here (serve, demo, runtimes, export).
+def _later_commands() -> list[Callable]:
+    """Commands defined beside the code they drive (runtimes, serve, demo, export)."""
+    from app import runtimes
+
+    return [runtimes.register_cli, *_LATER_COMMANDS]
+
+
+# Extra commands (plugins, tests) may add themselves here.
 _LATER_COMMANDS: list[Callable] = []
 
 

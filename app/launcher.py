@@ -113,6 +113,8 @@ class ProcessLauncher:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         stderr_path = self.log_dir / f"{spec.id}.log"
         env = {**os.environ, "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false", **self.env}
+        if spec.runtime != "default":
+            env.pop("PYTHONPATH", None)  # it would put the app's transformers before the runtime's pin
         with stderr_path.open("ab") as stderr:
             process = await asyncio.create_subprocess_exec(
                 python, "-m", "app.worker", "--spec-json", spec.model_dump_json(), "--port", "0",
