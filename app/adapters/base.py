@@ -205,7 +205,8 @@ class StreamedCall:
             self.result = self._run(self._streamer)
         except BaseException as exc:  # re-raised in the consuming thread
             self._error = exc
-            self._streamer.end()
+        finally:
+            self._streamer.end()  # a second end() only repeats the stop signal
 
     def __iter__(self) -> Iterator[str]:
         thread = threading.Thread(target=self._target, name="generate", daemon=True)

@@ -1,0 +1,206 @@
+"""moondream through its remote code; one image per call.
+
+Which API is used depends on what the loaded model offers:
+- moondream2, 2025 revisions on: `model.query(image, question, stream=True, settings=...)` returns
+  `{"answer": <generator of text>}` (`model.caption(image, length="normal")` when the prompt is
+  empty); `settings` takes max_tokens, temperature (0 = greedy) and top_p.
+- moondream2, 2024 revisions, and moondream1: `model.answer_question(model.encode_image(image),
+  question, tokenizer, **kwargs)`, whose extra keyword arguments reach the language model's
+  `generate` (streamer, stopping criteria, sampling). moondream1's `answer_question` fixes
+  `max_new_tokens=256` itself, so there the limit is enforced by a stopping criterion instead.
+"""
+
+from __future__ import annotations
+
+import inspect
+import threading
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING, Any
+
+from app.adapters import register
+from app.adapters.base import (
+    Adapter,
+    Finish,
+    GenerationParams,
+    Piece,
+    StreamedCall,
+    cancel_criteria,
+    explain_load_error,
+    from_pretrained_kwargs,
+    sampling_kwargs,
+    seed_everything,
+    torch_dtype,
+)
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+    from app.catalog import ModelSpec
+
+END_MARKER = "<END>"  # the old API stops on (the first token of) this text and strips it from its answer
+
+
+def count_tokens(tokenizer: Any, text: str) -> int:
+    """Tokens in `text` by the model's tokenizer (a transformers or a `tokenizers` one), else words."""
+    if not text:
+        return 0
+    if tokenizer is None:
+        return len(text.split())
+    ids = tokenizer.encode(text, add_special_tokens=False)
+    return len(getattr(ids, "ids", ids))
+
+
+def _accepts(function: Any, name: str) -> bool:
+    try:
+        return name in inspect.signature(function).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def without_end_marker(pieces: Iterable[str], marker: str = END_MARKER) -> Iterator[str]:
+    """Pass streamed text on, holding back a tail that may be the start of `marker`, which is dropped."""
+    held = ""
+    for piece in pieces:
+        text = held + piece
+        cut = text.rfind("<")
+        if cut >= 0 and marker.startswith(text[cut:].rstrip()):
+            text, held = text[:cut], text[cut:]
+        else:
+            held = ""
+        if text:
+            yield text
+    if held and not marker.startswith(held.strip()):
+        yield held
+
+
+def _token_limit(limit: int) -> Any:
+    """A stopping criterion that ends generation after `limit` new tokens (it is called once a token)."""
+    import torch
+    from transformers import StoppingCriteria
+
+    class _Limit(StoppingCriteria):
+        def __init__(self) -> None:
+            self.calls = 0
+
+        def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+            self.calls += 1
+            return torch.full((input_ids.shape[0],), self.calls >= limit, dtype=torch.bool,
+                              device=input_ids.device)
+
+    return _Limit()
+
+
+@register("moondream")
+class MoondreamAdapter(Adapter):
+    """`AutoModelForCausalLM` (trust_remote_code) and `query`, or `encode_image` + `answer_question`."""
+
+    def __init__(self, spec: ModelSpec, device: str, model: Any, tokenizer: Any) -> None:
+        super().__init__(spec, device)
+        self.model = model
+        self.tokenizer = tokenizer
+
+    @staticmethod
+    def has_query_api(model: Any) -> bool:
+        # Looked up on the class: on the 2025 revisions `query` is a property that sets up KV caches.
+        return hasattr(type(model), "query")
+
+    @classmethod
+    def load(cls, spec: ModelSpec, device: str, dtype: Any = None) -> MoondreamAdapter:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        kwargs = from_pretrained_kwargs(spec, torch_dtype(dtype or spec.dtype, device))
+        tokenizer_kwargs = {k: v for k, v in kwargs.items() if k in ("revision", "trust_remote_code")}
+        try:
+            model = AutoModelForCausalLM.from_pretrained(spec.repo, **kwargs)
+            model = model.to(device).eval()
+            if cls.has_query_api(model):
+                tokenizer = cls._own_tokenizer(model)
+                if tokenizer is None:
+                    try:  # only used to count tokens
+                        tokenizer = AutoTokenizer.from_pretrained(spec.repo, **tokenizer_kwargs)
+                    except Exception:
+                        tokenizer = None
+            else:
+                tokenizer = AutoTokenizer.from_pretrained(spec.repo, **tokenizer_kwargs)
+        except Exception as exc:
+            raise explain_load_error(exc, spec) from exc
+        return cls(spec, device, model, tokenizer)
+
+    @staticmethod
+    def _own_tokenizer(model: Any) -> Any:
+        """The `tokenizers.Tokenizer` the 2025 revisions keep at `model.model.tokenizer`."""
+        for owner in (getattr(model, "model", None), model):
+            tokenizer = getattr(owner, "tokenizer", None) if owner is not None else None
+            if tokenizer is not None and hasattr(tokenizer, "encode"):
+                return tokenizer
+        return None
+
+    def _generate(
+        self, images: list[Image.Image], prompt: str, params: GenerationParams, cancel: threading.Event
+    ) -> Iterator[Piece]:
+        seed_everything(params)
+        if self.has_query_api(self.model):
+            pieces = self._query(images[0], prompt, params, cancel)
+        else:
+            pieces = self._answer_question(images[0], prompt, params, cancel)
+        answer: list[str] = []
+        for piece in pieces:
+            answer.append(piece)
+            yield piece
+        # The APIs return text only: both counts come from encoding the text (image tokens not included).
+        completion = count_tokens(self.tokenizer, "".join(answer))
+        yield Finish(
+            prompt_tokens=count_tokens(self.tokenizer, prompt),
+            completion_tokens=completion,
+            finish_reason="length" if completion >= params.max_new_tokens else "stop",
+        )
+
+    def _query(
+        self, image: Image.Image, prompt: str, params: GenerationParams, cancel: threading.Event
+    ) -> Iterator[str]:
+        settings = {
+            "max_tokens": params.max_new_tokens,
+            "temperature": 0.0 if params.greedy else params.temperature,
+            "top_p": params.top_p,
+        }
+        if prompt.strip():
+            method, key, args = self.model.query, "answer", (image, prompt)
+        else:
+            method, key, args = self.model.caption, "caption", (image,)
+        kwargs: dict[str, Any] = {"settings": settings} if _accepts(method, "settings") else {}
+        if _accepts(method, "stream"):
+            kwargs["stream"] = True
+        result = method(*args, **kwargs)[key]
+        if isinstance(result, str):
+            yield result
+            return
+        # The generator computes lazily in this thread: not asking for the next piece stops the work.
+        try:
+            for text in result:
+                if cancel.is_set():
+                    break
+                if text:
+                    yield text
+        finally:
+            close = getattr(result, "close", None)
+            if close is not None:
+                close()
+
+    def _answer_question(
+        self, image: Image.Image, prompt: str, params: GenerationParams, cancel: threading.Event
+    ) -> Iterator[str]:
+        import torch
+
+        criteria = cancel_criteria(cancel)
+        options = sampling_kwargs(params)
+        if not _accepts(self.model.answer_question, "max_new_tokens"):  # moondream1: fixed at 256
+            criteria.append(_token_limit(options.pop("max_new_tokens")))
+
+        def run(streamer: Any) -> Any:
+            with torch.inference_mode():
+                embeds = self.model.encode_image(image)
+                return self.model.answer_question(
+                    embeds, prompt, self.tokenizer, streamer=streamer, stopping_criteria=criteria, **options
+                )
+
+        yield from without_end_marker(StreamedCall(run, self.tokenizer, cancel))
