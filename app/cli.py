@@ -39,6 +39,13 @@ def _model_rows(catalog: Catalog, data_dir: Path) -> list[dict]:
     from app.sizes import SizeBook
 
     sizes = SizeBook.open(data_dir)
+    if (data_dir / "playground.db").exists() or os.environ.get("DATABASE_URL"):
+        from app.db import init_db, make_engine
+        from app.store import load_measured_sizes
+
+        engine = make_engine(None, data_dir)
+        init_db(engine)
+        sizes.merge(load_measured_sizes(engine))
     rows = []
     for spec in catalog.models:
         measured = sizes.get(spec.id)
@@ -168,6 +175,87 @@ def _quiet_transformers() -> None:
     logging.disable_progress_bar()
 
 
+# --- serve, demo, export ---------------------------------------------------------------------------
+
+def _settings(args: argparse.Namespace, **extra: object):
+    from app.config import Settings
+
+    return Settings.from_env(models_path=Path(args.models), data_dir=Path(args.data_dir), budget_gb=args.budget_gb,
+                             auth_token=getattr(args, "auth_token", None), **extra)
+
+
+def _serve(settings, host: str, port: int) -> int:
+    import uvicorn
+
+    from app.main import create_app
+
+    try:
+        app = create_app(settings)
+    except CatalogError as exc:
+        raise CommandError(str(exc)) from None
+    print(f"VLM Playground on http://{host}:{port}  (data: {settings.data_dir}, catalogue: {settings.models_path})",
+          flush=True)
+    uvicorn.run(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=int(
+        settings.shutdown_grace_s) + 5)
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    return _serve(_settings(args), args.host, args.port)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from app.tiny import build_tiny_models
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    tiny_dir = Path(args.data_dir) / "tiny"
+    started = time.perf_counter()
+    catalogue = build_tiny_models(tiny_dir)
+    print(f"tiny random-weight checkpoints ready in {tiny_dir} ({time.perf_counter() - started:.1f} s)", flush=True)
+    args.models = str(catalogue)
+    return _serve(_settings(args, demo=True, cpu_budget_gb=2.0), args.host, args.port)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from datetime import datetime
+
+    from app.db import init_db, make_engine
+    from app.export import write_ratings_csv
+
+    engine = make_engine(None, Path(args.data_dir))
+    init_db(engine)
+    since = datetime.fromisoformat(args.since) if args.since else None
+    until = datetime.fromisoformat(args.until) if args.until else None
+    if args.out == "-":
+        count = write_ratings_csv(engine, sys.stdout, model=args.model, since=since, until=until)
+    else:
+        with open(args.out, "w", encoding="utf-8", newline="") as out:
+            count = write_ratings_csv(engine, out, model=args.model, since=since, until=until)
+        print(f"wrote {count} ratings to {args.out}", file=sys.stderr)
+    return 0
+
+
+def _register_serving(add: Callable) -> None:
+    for name, handler, text in (("serve", cmd_serve, "Serve the playground."),
+                                ("demo", cmd_demo, "Build tiny offline models and serve the playground on them.")):
+        command = add(name, handler, text)
+        if name == "serve":
+            command.add_argument("--models", default=DEFAULT_CATALOG)
+        command.add_argument("--data-dir", default=os.environ.get("VLM_DATA_DIR", "data"))
+        command.add_argument("--host", default="127.0.0.1")
+        command.add_argument("--port", type=int, default=8000)
+        command.add_argument("--budget-gb", type=float, default=None,
+                             help="memory budget for resident models (default: 90%% of the GPU, else 8 GB)")
+        command.add_argument("--auth-token", default=os.environ.get("VLM_AUTH_TOKEN"),
+                             help="require this token (cookie, bearer header or ?token=) for every request")
+    export = add("export", cmd_export, "Write every rating as CSV.")
+    export.add_argument("--data-dir", default=os.environ.get("VLM_DATA_DIR", "data"))
+    export.add_argument("--out", default="-", help="file to write (default: standard output)")
+    export.add_argument("--model", default=None, help="only this model's ratings")
+    export.add_argument("--since", default=None, help="ISO date or time, inclusive")
+    export.add_argument("--until", default=None, help="ISO date or time, exclusive")
+
+
 # --- entry point ----------------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
@@ -209,7 +297,7 @@ def _later_commands() -> list[Callable]:
     """Commands defined beside the code they drive (runtimes, serve, demo, export)."""
     from app import runtimes
 
-    return [runtimes.register_cli, *_LATER_COMMANDS]
+    return [runtimes.register_cli, _register_serving, *_LATER_COMMANDS]
 
 
 # Extra commands (plugins, tests) may add themselves here.

@@ -349,6 +349,11 @@ class ModelPool:
             **self.counters.__dict__,
         }
 
+    def runtime_of(self, model_id: str) -> dict[str, str]:
+        """Library versions the model's worker runs with (empty when not resident or remote)."""
+        resident = self._resident.get(model_id)
+        return dict(resident.worker.runtime) if resident and resident.worker else {}
+
     def state_of(self, model_id: str) -> str:
         """'resident', 'loading', 'fits' (would load without evicting), 'evicts' or 'too large'."""
         resident = self._resident.get(model_id)

@@ -38,6 +38,10 @@ class SizeBook:
     def get(self, model_id: str) -> float | None:
         return self._sizes.get(model_id)
 
+    def merge(self, sizes: dict[str, float]) -> None:
+        """Take measurements kept elsewhere (the database), without writing them here."""
+        self._sizes.update(sizes)
+
     def record(self, model_id: str, measured_gb: float) -> None:
         """Remember a measurement; written atomically so a crash never leaves a torn file."""
         with self._lock:
@@ -54,3 +58,19 @@ class SizeBook:
         if spec.is_remote or spec.min_gpu_gb is None:
             return None
         return round(max(spec.min_gpu_gb, self._sizes.get(spec.id, 0.0)) + self.overhead_gb, 3)
+
+
+class DbSizeBook(SizeBook):
+    """Measured sizes kept in the database (`measured_sizes` table)."""
+
+    def __init__(self, engine: object, overhead_gb: float = DEFAULT_OVERHEAD_GB) -> None:
+        from app.store import load_measured_sizes
+
+        super().__init__(None, load_measured_sizes(engine), overhead_gb)
+        self.engine = engine
+
+    def record(self, model_id: str, measured_gb: float) -> None:
+        from app.store import save_measured_size
+
+        super().record(model_id, measured_gb)
+        save_measured_size(self.engine, model_id, round(measured_gb, 3))

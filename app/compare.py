@@ -1,0 +1,300 @@
+"""One comparison: check and store the request, fan out to the models, stream, record timings.
+
+`ComparisonRunner.submit` stores the comparison and starts one task per model; each task leases
+its model from the pool, streams the answer and records it. Pages and API clients follow a
+comparison through `subscribe`, which replays what happened so far and then the live events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine
+
+from app import store
+from app.adapters.base import Finish, GenerationParams
+from app.backend import BackendError
+from app.catalog import Catalog, ModelSpec
+from app.config import Limits
+from app.pool import ModelPool, PoolError
+from app.protocol import ImagePart
+from app.validation import CheckedImage, Upload, check_images, check_models, check_params, check_prompt
+
+log = logging.getLogger("vlm_playground.compare")
+FINISHED = ("done", "error", "interrupted")
+
+
+@dataclass(frozen=True)
+class PanelEvent:
+    """Something that happened to one panel (`output_id` 0 for the comparison's "end")."""
+
+    output_id: int
+    model: str
+    kind: str  # snapshot | state | text | done | error | end
+    state: str = ""
+    text: str = ""
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class OutputRun:
+    """The live state of one model's answer."""
+
+    output_id: int
+    spec: ModelSpec
+    state: str = "queued"
+    text: list[str] = field(default_factory=list)
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def snapshot(self) -> PanelEvent:
+        return PanelEvent(self.output_id, self.spec.id, "snapshot", self.state, "".join(self.text), dict(self.info))
+
+
+class ComparisonRun:
+    """A comparison in progress: its outputs and the queues of everyone following it."""
+
+    def __init__(self, comparison_id: int, outputs: list[OutputRun]) -> None:
+        self.id = comparison_id
+        self.outputs = {run.output_id: run for run in outputs}
+        self.subscribers: set[asyncio.Queue[PanelEvent]] = set()
+        self.done = asyncio.Event()
+        self.tasks: list[asyncio.Task] = []
+        self.cancel_reason = "the server stopped before this answer finished"
+
+    def publish(self, event: PanelEvent) -> None:
+        for queue in self.subscribers:
+            queue.put_nowait(event)
+
+    def finished(self) -> bool:
+        return all(run.state in FINISHED for run in self.outputs.values())
+
+
+class ComparisonRunner:
+    """Starts comparisons and lets pages and API clients follow them."""
+
+    def __init__(self, engine: Engine, data_dir: Path, catalog: Catalog, pool: ModelPool, limits: Limits,
+                 generation_timeout_s: float = 600.0, keep_finished_s: float = 60.0) -> None:
+        self.engine = engine
+        self.data_dir = Path(data_dir)
+        self.catalog = catalog
+        self.pool = pool
+        self.limits = limits
+        self.generation_timeout_s = generation_timeout_s
+        self.keep_finished_s = keep_finished_s
+        self.runs: dict[int, ComparisonRun] = {}
+        self.accepting = True
+
+    # --- starting ----------------------------------------------------------------------------------
+
+    def check(self, prompt: str | None, uploads: list[Upload], models: list[str],
+              params: dict[str, Any]) -> tuple[str, list[CheckedImage], list[str], dict[str, Any]]:
+        """Every check on a request, before anything is stored or started."""
+        return (check_prompt(prompt, self.limits), check_images(uploads, self.limits),
+                check_models(models, self.catalog, self.limits), check_params(params, self.limits))
+
+    async def submit(self, prompt: str | None, uploads: list[Upload], models: list[str], params: dict[str, Any],
+                     rater: str = "", blind: bool = False) -> int:
+        """Check, store and start a comparison; returns its id. Raises InputError for a bad request."""
+        if not self.accepting:
+            from app.validation import InputError
+
+            raise InputError("server", "the server is shutting down; try again in a moment", 503)
+        prompt, images, models, params = await asyncio.to_thread(self.check, prompt, uploads, models, params)
+        specs = [self.catalog.get(model) for model in models]
+        note = "; ".join(image.note for image in images if image.note) or None
+        created = await asyncio.to_thread(
+            store.create_comparison, self.engine, self.data_dir, prompt, params, rater, blind,
+            [store.StoredImageInput(i.name, i.data, i.format, i.width, i.height) for i in images],
+            [self._output_input(spec, params, note) for spec in specs])
+        run = ComparisonRun(created.id, [OutputRun(oid, spec) for oid, spec in zip(created.output_ids, specs,
+                                                                                    strict=True)])
+        self.runs[created.id] = run
+        parts = [ImagePart(image.data, image.mime) for image in images]
+        generation = GenerationParams(max_new_tokens=params["max_new_tokens"], temperature=params["temperature"],
+                                      top_p=params["top_p"], seed=params["seed"])
+        run.tasks = [asyncio.create_task(self._answer(run, output, prompt, parts, generation))
+                     for output in run.outputs.values()]
+        asyncio.create_task(self._close_when_done(run))
+        return created.id
+
+    @staticmethod
+    def _output_input(spec: ModelSpec, params: dict[str, Any], note: str | None) -> store.OutputInput:
+        return store.OutputInput(
+            model=spec.id, repo=spec.repo or "", revision=spec.revision,
+            backend="remote" if spec.is_remote else "local", runtime=spec.runtime, dtype=spec.dtype,
+            seed=params["seed"], params=params, image_note=note)
+
+    # --- answering ---------------------------------------------------------------------------------
+
+    def _set(self, run: ComparisonRun, output: OutputRun, state: str, **info: Any) -> None:
+        output.state = state
+        output.info.update(info)
+        run.publish(PanelEvent(output.output_id, output.spec.id, "state", state, info=dict(output.info)))
+
+    async def _answer(self, run: ComparisonRun, output: OutputRun, prompt: str, images: list[ImagePart],
+                      params: GenerationParams) -> None:
+        """Lease the model, stream its answer to followers, and record the outcome."""
+        spec = output.spec
+        pool_state = "resident" if spec.is_remote else self.pool.state_of(spec.id)
+        if pool_state != "resident":
+            self._set(run, output, "loading", since=time.time())
+            await asyncio.to_thread(store.update_output, self.engine, output.output_id, status="loading")
+        try:
+            async with self.pool.lease(spec.id) as backend:
+                self._set(run, output, "generating", since=time.time())
+                await asyncio.to_thread(self._record_runtime, output)
+                finish, ttft, total = await asyncio.wait_for(
+                    self._stream(run, output, backend, prompt, images, params), self.generation_timeout_s)
+        except TimeoutError:
+            await self._fail(run, output, f"no answer within the generation time limit of "
+                                          f"{self.generation_timeout_s:g} s")
+            return
+        except (PoolError, BackendError) as exc:
+            await self._fail(run, output, str(exc))
+            return
+        except asyncio.CancelledError:
+            await self._interrupt(run, output)
+            raise
+        except Exception as exc:  # one model's failure never stops the others
+            log.exception("output %s failed", output.output_id)
+            await self._fail(run, output, f"{type(exc).__name__}: {exc}")
+            return
+        stats = {"ttft_s": _round(ttft), "total_s": _round(total), "tokens": finish.completion_tokens,
+                 "prompt_tokens": finish.prompt_tokens,
+                 "tokens_per_s": _round(finish.completion_tokens / total if total else None),
+                 "image_note": finish.image_note, "finish_reason": finish.finish_reason}
+        await asyncio.to_thread(self._record_done, output, stats)
+        output.state = "done"
+        output.info.update(stats)
+        run.publish(PanelEvent(output.output_id, spec.id, "done", "done", info=dict(output.info)))
+
+    async def _stream(self, run: ComparisonRun, output: OutputRun, backend: Any, prompt: str,
+                      images: list[ImagePart], params: GenerationParams) -> tuple[Finish, float | None, float]:
+        started = time.perf_counter()
+        first: float | None = None
+        finish: Finish | None = None
+        async for piece in backend.stream(prompt, images, params):
+            if isinstance(piece, Finish):
+                finish = piece
+                continue
+            if first is None:
+                first = time.perf_counter() - started
+            output.text.append(piece)
+            run.publish(PanelEvent(output.output_id, output.spec.id, "text", "generating", piece))
+        if finish is None:
+            raise BackendError(f"{output.spec.id}: the answer ended without token counts")
+        return finish, first, time.perf_counter() - started
+
+    def _record_runtime(self, output: OutputRun) -> None:
+        info = self.pool.runtime_of(output.spec.id)
+        if info.get("transformers"):
+            store.update_output(self.engine, output.output_id, status="generating",
+                                transformers_version=info["transformers"])
+        else:
+            store.update_output(self.engine, output.output_id, status="generating")
+
+    def _record_done(self, output: OutputRun, stats: dict[str, Any]) -> None:
+        if stats.get("image_note"):
+            store.update_output(self.engine, output.output_id, image_note=stats["image_note"])
+        store.finish_output(self.engine, output.output_id, status="done", text="".join(output.text),
+                            ttft_s=stats["ttft_s"], total_s=stats["total_s"], prompt_tokens=stats["prompt_tokens"],
+                            tokens=stats["tokens"], tokens_per_s=stats["tokens_per_s"])
+
+    async def _fail(self, run: ComparisonRun, output: OutputRun, message: str) -> None:
+        await asyncio.to_thread(store.finish_output, self.engine, output.output_id, status="error",
+                                text="".join(output.text), error=message)
+        output.state = "error"
+        output.info["message"] = message
+        run.publish(PanelEvent(output.output_id, output.spec.id, "error", "error", info={"message": message}))
+
+    async def _interrupt(self, run: ComparisonRun, output: OutputRun) -> None:
+        message = f"interrupted: {run.cancel_reason}"
+        with contextlib.suppress(Exception):
+            await asyncio.shield(asyncio.to_thread(
+                store.finish_output, self.engine, output.output_id, status="interrupted",
+                text="".join(output.text), error=message))
+        output.state = "interrupted"
+        output.info["message"] = message
+        run.publish(PanelEvent(output.output_id, output.spec.id, "error", "interrupted", info={"message": message}))
+
+    async def _close_when_done(self, run: ComparisonRun) -> None:
+        await asyncio.gather(*run.tasks, return_exceptions=True)
+        run.done.set()
+        run.publish(PanelEvent(0, "", "end"))
+        await asyncio.sleep(self.keep_finished_s)
+        self.runs.pop(run.id, None)
+
+    # --- following ---------------------------------------------------------------------------------
+
+    async def wait(self, comparison_id: int) -> None:
+        run = self.runs.get(comparison_id)
+        if run is not None:
+            await run.done.wait()
+
+    async def subscribe(self, comparison_id: int) -> AsyncIterator[PanelEvent]:
+        """What happened so far (one snapshot per output), then live events until the end."""
+        run = self.runs.get(comparison_id)
+        if run is None:
+            for event in await asyncio.to_thread(self._stored_snapshots, comparison_id):
+                yield event
+            yield PanelEvent(0, "", "end")
+            return
+        queue: asyncio.Queue[PanelEvent] = asyncio.Queue()
+        run.subscribers.add(queue)
+        try:
+            for output in run.outputs.values():
+                yield output.snapshot()
+            if run.done.is_set():
+                yield PanelEvent(0, "", "end")
+                return
+            while (event := await queue.get()).kind != "end":
+                yield event
+            yield event
+        finally:
+            run.subscribers.discard(queue)
+
+    def _stored_snapshots(self, comparison_id: int) -> list[PanelEvent]:
+        comparison = store.get_comparison(self.engine, comparison_id)  # LookupError when unknown
+        events = []
+        for output in comparison["outputs"]:
+            info = {key: output.get(key) for key in ("ttft_s", "total_s", "tokens", "prompt_tokens",
+                                                     "tokens_per_s", "image_note")}
+            if output.get("error"):
+                info["message"] = output["error"]
+            events.append(PanelEvent(output["id"], output["model"], "snapshot", output["status"],
+                                     output.get("text") or "", info))
+        return events
+
+    # --- stopping ----------------------------------------------------------------------------------
+
+    def cancel(self, comparison_id: int, reason: str) -> None:
+        """Stop a comparison's unfinished answers; they are recorded as interrupted with `reason`."""
+        run = self.runs.get(comparison_id)
+        if run is None:
+            return
+        run.cancel_reason = reason
+        for task in run.tasks:
+            task.cancel()
+
+    async def shutdown(self, grace_s: float) -> None:
+        """Stop accepting; let answers in flight finish within `grace_s`, then mark the rest interrupted."""
+        self.accepting = False
+        tasks = [task for run in self.runs.values() for task in run.tasks if not task.done()]
+        if not tasks:
+            return
+        _, pending = await asyncio.wait(tasks, timeout=grace_s)
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.gather(*pending, return_exceptions=True)
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 4)

@@ -1,0 +1,88 @@
+"""`create_app(settings)`: the FastAPI application with its pool, database and pages."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from fastapi.staticfiles import StaticFiles
+
+from app import store
+from app.catalog import load_catalog
+from app.compare import ComparisonRunner
+from app.config import Settings
+from app.db import init_db, make_engine
+from app.launcher import ProcessLauncher
+from app.middleware import BodyLimit
+from app.pool import ModelPool, detect_budget_gb
+from app.reachability import reachability
+from app.runtimes import RuntimeManager
+from app.sizes import DbSizeBook
+
+ROOT = Path(__file__).resolve().parent.parent
+log = logging.getLogger("vlm_playground")
+
+
+def create_app(settings: Settings) -> FastAPI:
+    """The whole playground: JSON API, pages, the pool; workers start on first use."""
+    catalog = load_catalog(settings.models_path)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = make_engine(settings.database_url, settings.data_dir)
+        init_db(engine)
+        interrupted = store.mark_unfinished_interrupted(engine)
+        if interrupted:
+            log.warning("%d answers were cut short by the last shutdown; marked interrupted", interrupted)
+        budget, why = (settings.budget_gb, "--budget-gb") if settings.budget_gb else detect_budget_gb(
+            settings.cpu_budget_gb)
+        runtimes = RuntimeManager(catalog.runtimes, settings.data_dir / "runtimes")
+        launcher = ProcessLauncher(settings.data_dir / "logs", python_for=runtimes.python_for,
+                                   load_timeout_s=settings.load_timeout_s)
+        sizes = DbSizeBook(engine, settings.overhead_gb)
+        pool = ModelPool(catalog, launcher, budget, sizes, wait_timeout_s=settings.wait_timeout_s,
+                         retry_after_s=settings.retry_after_s, idle_timeout_s=settings.idle_timeout_s)
+        runner = ComparisonRunner(engine, settings.data_dir, catalog, pool, settings.limits,
+                                  generation_timeout_s=settings.generation_timeout_s)
+        app.state.settings, app.state.catalog, app.state.engine = settings, catalog, engine
+        app.state.pool, app.state.runner, app.state.runtimes = pool, runner, runtimes
+        app.state.reachability = reachability(catalog)
+        app.state.budget_source = why
+        log.info("pool budget %.2f GB (%s)", budget, why)
+        await pool.start()
+        try:
+            yield
+        finally:
+            await runner.shutdown(settings.shutdown_grace_s)
+            await pool.close()
+            engine.dispose()
+
+    app = FastAPI(title="VLM Playground", version="0.1.0", lifespan=lifespan,
+                  description="Compare vision-language models side by side.")
+    app.add_middleware(BodyLimit, max_bytes=settings.limits.max_request_bytes)
+    _error_handlers(app)
+    from app import api, web
+
+    app.include_router(api.router)
+    app.include_router(web.router)
+    app.mount("/static", StaticFiles(directory=ROOT / "static"), name="static")
+    return app
+
+
+def _error_handlers(app: FastAPI) -> None:
+    """Errors are JSON `{detail}` with the field named, never a traceback."""
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
+        field = ".".join(str(p) for p in first["loc"] if p not in ("body", "query", "path"))
+        return JSONResponse({"detail": f"{field}: {first['msg']}" if field else first["msg"]}, status_code=422)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
