@@ -277,6 +277,14 @@ def die_with_parent() -> None:
         threading.Thread(target=watch_stdin, name="parent-watch", daemon=True).start()
 
 
+def limit_cpu_threads() -> None:
+    """Several CPU workers share the cores: without a limit each would start a thread per core."""
+    import torch
+
+    threads = int(os.environ.get("VLM_WORKER_THREADS") or max(1, (os.cpu_count() or 2) // 2))
+    torch.set_num_threads(threads)
+
+
 def pick_device(requested: str) -> str:
     if requested != "auto":
         return requested
@@ -311,6 +319,8 @@ def main(argv: list[str] | None = None) -> int:
     port = sock.getsockname()[1]
     report("listening", port=port, pid=os.getpid())
     state = WorkerState(spec, pick_device(args.device))
+    if state.device == "cpu":
+        limit_cpu_threads()
     import uvicorn
 
     server = uvicorn.Server(uvicorn.Config(create_worker_app(state), log_level="warning", access_log=False,

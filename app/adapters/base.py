@@ -192,6 +192,8 @@ class StreamedCall:
     Errors raised in the thread are re-raised in the caller.
     """
 
+    FLUSH_INTERVAL_S = 0.02
+
     def __init__(self, run: Callable[[Any], Any], tokenizer: Any, cancel: threading.Event,
                  timeout_s: float | None = None) -> None:
         self._streamer = token_streamer(tokenizer, timeout_s)
@@ -199,6 +201,7 @@ class StreamedCall:
         self._cancel = cancel
         self.result: Any = None
         self._error: BaseException | None = None
+        self._ended = threading.Event()
 
     def _target(self) -> None:
         try:
@@ -207,15 +210,14 @@ class StreamedCall:
             self._error = exc
         finally:
             self._streamer.end()  # a second end() only repeats the stop signal
+            self._ended.set()
 
     def __iter__(self) -> Iterator[str]:
         thread = threading.Thread(target=self._target, name="generate", daemon=True)
         thread.start()
         finished = False
         try:
-            for text in self._streamer:
-                if text:
-                    yield text
+            yield from self._pieces()
             finished = True
         finally:
             if not finished:  # the consumer stopped early: stop generating too
@@ -223,6 +225,34 @@ class StreamedCall:
             thread.join()
         if self._error is not None:
             raise self._error
+
+    def _pieces(self) -> Iterator[str]:
+        """The first text at once, then what gathered every `FLUSH_INTERVAL_S`.
+
+        Waking the consumer for every token costs the generating thread the GIL each time (about
+        a fifth of the time per token on a CPU); a few tokens a piece keeps streaming smooth.
+        """
+        queue, stop = self._streamer.text_queue, self._streamer.stop_signal
+        first = True
+        while True:
+            item = queue.get(timeout=self._streamer.timeout)
+            if item is stop:
+                return
+            parts, ended = [item], False
+            while not queue.empty():
+                item = queue.get_nowait()
+                if item is stop:
+                    ended = True
+                    break
+                parts.append(item)
+            text = "".join(parts)
+            if text:
+                yield text
+            if ended:
+                return
+            if not first:
+                self._ended.wait(self.FLUSH_INTERVAL_S)
+            first = False
 
 
 def explain_load_error(exc: BaseException, spec: ModelSpec) -> ModelLoadError:
