@@ -67,6 +67,7 @@ class ComparisonRun:
         self.done = asyncio.Event()
         self.tasks: list[asyncio.Task] = []
         self.cancel_reason = "the server stopped before this answer finished"
+        self.followed = False  # someone subscribed at least once
 
     def publish(self, event: PanelEvent) -> None:
         for queue in self.subscribers:
@@ -80,7 +81,8 @@ class ComparisonRunner:
     """Starts comparisons and lets pages and API clients follow them."""
 
     def __init__(self, engine: Engine, data_dir: Path, catalog: Catalog, pool: ModelPool, limits: Limits,
-                 generation_timeout_s: float = 600.0, keep_finished_s: float = 60.0) -> None:
+                 generation_timeout_s: float = 600.0, keep_finished_s: float = 60.0,
+                 abandon_after_s: float = 10.0) -> None:
         self.engine = engine
         self.data_dir = Path(data_dir)
         self.catalog = catalog
@@ -88,6 +90,7 @@ class ComparisonRunner:
         self.limits = limits
         self.generation_timeout_s = generation_timeout_s
         self.keep_finished_s = keep_finished_s
+        self.abandon_after_s = abandon_after_s
         self.runs: dict[int, ComparisonRun] = {}
         self.accepting = True
 
@@ -248,6 +251,7 @@ class ComparisonRunner:
             return
         queue: asyncio.Queue[PanelEvent] = asyncio.Queue()
         run.subscribers.add(queue)
+        run.followed = True
         try:
             for output in run.outputs.values():
                 yield output.snapshot()
@@ -259,6 +263,13 @@ class ComparisonRunner:
             yield event
         finally:
             run.subscribers.discard(queue)
+            if not run.subscribers and not run.done.is_set():
+                asyncio.get_running_loop().call_later(self.abandon_after_s, self._cancel_if_abandoned, run)
+
+    def _cancel_if_abandoned(self, run: ComparisonRun) -> None:
+        """Everyone watching left (the browser went away): stop generating and free the workers."""
+        if not run.subscribers and not run.done.is_set():
+            self.cancel(run.id, "the browser went away before the answer finished")
 
     def _stored_snapshots(self, comparison_id: int) -> list[PanelEvent]:
         comparison = store.get_comparison(self.engine, comparison_id)  # LookupError when unknown

@@ -22,6 +22,7 @@ from app.middleware import BodyLimit
 from app.pool import ModelPool, detect_budget_gb
 from app.reachability import reachability
 from app.runtimes import RuntimeManager
+from app.security import Security
 from app.sizes import DbSizeBook
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -65,10 +66,12 @@ def create_app(settings: Settings) -> FastAPI:
     app = FastAPI(title="VLM Playground", version="0.1.0", lifespan=lifespan,
                   description="Compare vision-language models side by side.")
     app.add_middleware(BodyLimit, max_bytes=settings.limits.max_request_bytes)
+    app.add_middleware(Security, auth_token=settings.auth_token)
     _error_handlers(app)
-    from app import api, web
+    from app import api, gateway, web
 
     app.include_router(api.router)
+    app.include_router(gateway.router)
     app.include_router(web.router)
     app.mount("/static", StaticFiles(directory=ROOT / "static"), name="static")
     return app

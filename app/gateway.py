@@ -1,0 +1,113 @@
+"""`/v1/chat/completions` and `/v1/models`: the resident models, for any OpenAI client.
+
+Requests are routed through the same pool as the page, so an evaluation harness and people
+comparing models share the GPU under one budget.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+from fastapi.sse import EventSourceResponse, format_sse_event
+from pydantic import ValidationError
+
+from app.adapters.base import Finish
+from app.backend import BackendError
+from app.pool import Busy, PoolError, TooLarge
+from app.protocol import ChatRequest, ChunkWriter, ProtocolError, chat_input, error_body
+from app.validation import InputError, Upload, check_images
+
+router = APIRouter(prefix="/v1", tags=["openai"])
+
+
+def _error(message: str, status: int, kind: str = "invalid_request_error", code: Any = None) -> JSONResponse:
+    return JSONResponse(error_body(message, kind, code), status_code=status)
+
+
+@router.get("/models")
+async def models(request: Request) -> dict[str, Any]:
+    state = request.app.state
+    data = [{"id": spec.id, "object": "model", "owned_by": spec.repo or "vlm-playground", "created": 0}
+            for spec in state.catalog.models if state.reachability.get(spec.id) is None]
+    return {"object": "list", "data": data}
+
+
+@router.post("/chat/completions", response_model=None)
+async def chat_completions(request: Request) -> JSONResponse | EventSourceResponse:
+    """OpenAI chat completions with `image_url` data URLs; `stream` true or false."""
+    state = request.app.state
+    try:
+        chat = ChatRequest.model_validate(await request.json())
+        wanted = chat_input(chat)
+        check_images([Upload(f"image {i + 1}", part.data) for i, part in enumerate(wanted.images)],
+                      state.settings.limits)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        return _error(f"{'.'.join(str(p) for p in first['loc'])}: {first['msg']}", 400)
+    except InputError as exc:
+        return _error(str(exc), 413 if exc.status_code == 413 else 400)
+    except (ProtocolError, ValueError) as exc:
+        return _error(str(exc), 400)
+    reason = state.reachability.get(chat.model, "unknown model")
+    if chat.model not in state.reachability or reason is not None:
+        return _error(f"model '{chat.model}': {reason}", 404, code="model_not_found")
+    stack = contextlib.AsyncExitStack()
+    try:  # take the lease before answering, so pool errors get a proper status
+        backend = await stack.enter_async_context(state.pool.lease(chat.model))
+    except TooLarge as exc:
+        return _error(str(exc), 400, "model_too_large")
+    except Busy as exc:
+        return _error(str(exc), 503, "busy", "busy")
+    except PoolError as exc:
+        return _error(str(exc), 503, "model_unavailable")
+    writer = ChunkWriter(chat.model)
+    answer = _answer(backend, wanted, writer, stack)
+    if chat.stream:
+        return EventSourceResponse(_sse(answer, writer))
+    return await _complete(answer, writer)
+
+
+async def _answer(backend: Any, wanted: Any, writer: ChunkWriter,
+                  stack: contextlib.AsyncExitStack) -> AsyncIterator[tuple[str | Finish, float | None, float]]:
+    """Pieces with (time to first token, elapsed); releases the lease when done."""
+    started = time.perf_counter()
+    first: float | None = None
+    try:
+        async for piece in backend.stream(wanted.prompt, wanted.images, wanted.params):
+            if first is None and isinstance(piece, str):
+                first = time.perf_counter() - started
+            yield piece, first, time.perf_counter() - started
+    finally:
+        await stack.aclose()
+
+
+async def _sse(answer: AsyncIterator, writer: ChunkWriter) -> AsyncIterator[bytes]:
+    yield format_sse_event(data_str=writer.role())
+    try:
+        async for piece, first, elapsed in answer:
+            if isinstance(piece, Finish):
+                yield format_sse_event(data_str=writer.finish(piece, first, elapsed))
+            else:
+                yield format_sse_event(data_str=writer.text(piece))
+    except BackendError as exc:
+        import json
+
+        yield format_sse_event(data_str=json.dumps(error_body(str(exc), "model_error", "model_error")))
+    yield format_sse_event(data_str="[DONE]")
+
+
+async def _complete(answer: AsyncIterator, writer: ChunkWriter) -> JSONResponse:
+    pieces: list[str] = []
+    try:
+        async for piece, first, elapsed in answer:
+            if isinstance(piece, Finish):
+                return JSONResponse(writer.completion("".join(pieces), piece, first, elapsed))
+            pieces.append(piece)
+    except BackendError as exc:
+        return _error(str(exc), 502, "model_error", "model_error")
+    return _error("the model ended without an answer", 502, "model_error")
