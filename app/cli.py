@@ -195,8 +195,10 @@ def _serve(settings, host: str, port: int) -> int:
         raise CommandError(str(exc)) from None
     print(f"VLM Playground on http://{host}:{port}  (data: {settings.data_dir}, catalogue: {settings.models_path})",
           flush=True)
-    uvicorn.run(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=int(
-        settings.shutdown_grace_s) + 5)
+    # On SIGTERM uvicorn stops accepting, lets requests in flight (and their answers) finish for the
+    # grace period, then the app marks what is left as interrupted and stops every worker.
+    uvicorn.run(app, host=host, port=port, log_level="warning",
+                timeout_graceful_shutdown=max(1, round(settings.shutdown_grace_s)))
     return 0
 
 

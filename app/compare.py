@@ -156,8 +156,9 @@ class ComparisonRunner:
                 finish, ttft, total = await asyncio.wait_for(
                     self._stream(run, output, backend, prompt, images, params), self.generation_timeout_s)
         except TimeoutError:
-            await self._fail(run, output, f"no answer within the generation time limit of "
-                                          f"{self.generation_timeout_s:g} s")
+            message = f"no answer within the generation time limit of {self.generation_timeout_s:g} s"
+            await self._fail(run, output, message + "; the worker was restarted")
+            await self.pool.discard(spec.id, message)
             return
         except (PoolError, BackendError) as exc:
             await self._fail(run, output, str(exc))

@@ -44,6 +44,7 @@ class Settings:
     idle_timeout_s: float | None = None
     retry_after_s: float = 30.0
     shutdown_grace_s: float = 10.0
+    abandon_after_s: float = 10.0  # stop answers when every page watching them has been gone this long
     auth_token: str | None = None
     default_rater: str = "anonymous"
     demo: bool = False
@@ -61,6 +62,9 @@ class Settings:
             env["cpu_budget_gb"] = float(os.environ["VLM_CPU_BUDGET_GB"])
         if os.environ.get("VLM_AUTH_TOKEN"):
             env["auth_token"] = os.environ["VLM_AUTH_TOKEN"]
+        for name in ("generation_timeout_s", "shutdown_grace_s", "abandon_after_s", "wait_timeout_s"):
+            if os.environ.get(f"VLM_{name.upper()}"):
+                env[name] = float(os.environ[f"VLM_{name.upper()}"])
         if os.environ.get("DATABASE_URL"):
             env["database_url"] = os.environ["DATABASE_URL"]
         env.update({k: v for k, v in overrides.items() if v is not None})

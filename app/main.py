@@ -49,7 +49,8 @@ def create_app(settings: Settings) -> FastAPI:
         pool = ModelPool(catalog, launcher, budget, sizes, wait_timeout_s=settings.wait_timeout_s,
                          retry_after_s=settings.retry_after_s, idle_timeout_s=settings.idle_timeout_s)
         runner = ComparisonRunner(engine, settings.data_dir, catalog, pool, settings.limits,
-                                  generation_timeout_s=settings.generation_timeout_s)
+                                  generation_timeout_s=settings.generation_timeout_s,
+                                  abandon_after_s=settings.abandon_after_s)
         app.state.settings, app.state.catalog, app.state.engine = settings, catalog, engine
         app.state.pool, app.state.runner, app.state.runtimes = pool, runner, runtimes
         app.state.reachability = reachability(catalog)
@@ -59,7 +60,7 @@ def create_app(settings: Settings) -> FastAPI:
         try:
             yield
         finally:
-            await runner.shutdown(settings.shutdown_grace_s)
+            await runner.shutdown(2.0)  # uvicorn already waited the grace period for open requests
             await pool.close()
             engine.dispose()
 

@@ -292,6 +292,18 @@ class ModelPool:
         await self._drain(resident)
         return True
 
+    async def discard(self, model_id: str, reason: str) -> None:
+        """Stop a worker that misbehaves (hung past the time limit), leased or not; the next use reloads."""
+        async with self._lock:
+            resident = self._resident.get(model_id)
+            if resident is None or resident.state != "ready":
+                return
+            log.warning("discarding the worker for %s: %s", model_id, reason)
+            self._evict_locked(resident)
+            self.counters.evictions -= 1
+            self.counters.crashes += 1
+        await self._drain(resident)
+
     # --- lifecycle ---------------------------------------------------------------------------------
 
     async def start(self) -> None:

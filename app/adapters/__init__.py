@@ -7,6 +7,7 @@ installed as packages are found through the `vlm_playground.adapters` entry-poin
 from __future__ import annotations
 
 import importlib
+import os
 from importlib.metadata import entry_points
 
 from app.adapters.base import Adapter, Finish, GenerationParams, ModelLoadError, Piece
@@ -47,9 +48,14 @@ def register(*names: str):
 
 
 def _plugin_modules() -> dict[str, str]:
+    """Families from installed plugins (entry points) and from `VLM_ADAPTER_MODULES` (family=module,…)."""
     found: dict[str, str] = {}
     for entry in entry_points(group="vlm_playground.adapters"):
         found[entry.name] = entry.value
+    for item in os.environ.get("VLM_ADAPTER_MODULES", "").split(","):
+        family, _, module = item.partition("=")
+        if family.strip() and module.strip():
+            found[family.strip()] = module.strip()
     return found
 
 
