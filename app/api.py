@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from datetime import datetime
 from typing import Any
+from urllib.parse import unquote
 
 from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import JSONResponse, StreamingResponse
@@ -26,7 +27,8 @@ class RatingIn(BaseModel):
 
 def rater_of(request: Request, given: str | None = None) -> str:
     """The rater named in the request, else the page's cookie, else the default name."""
-    name = (given or request.cookies.get("rater") or request.app.state.settings.default_rater).strip()
+    cookie = unquote(request.cookies.get("rater") or "")  # the page stores it percent-encoded
+    name = (given or cookie or request.app.state.settings.default_rater).strip()
     return name[:200] or request.app.state.settings.default_rater
 
 

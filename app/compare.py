@@ -67,7 +67,7 @@ class ComparisonRun:
         self.done = asyncio.Event()
         self.tasks: list[asyncio.Task] = []
         self.cancel_reason = "the server stopped before this answer finished"
-        self.followed = False  # someone subscribed at least once
+        self.stop_when_abandoned = False
 
     def publish(self, event: PanelEvent) -> None:
         for queue in self.subscribers:
@@ -103,8 +103,11 @@ class ComparisonRunner:
                 check_models(models, self.catalog, self.limits), check_params(params, self.limits))
 
     async def submit(self, prompt: str | None, uploads: list[Upload], models: list[str], params: dict[str, Any],
-                     rater: str = "", blind: bool = False) -> int:
-        """Check, store and start a comparison; returns its id. Raises InputError for a bad request."""
+                     rater: str = "", blind: bool = False, stop_when_abandoned: bool = False) -> int:
+        """Check, store and start a comparison; returns its id. Raises InputError for a bad request.
+
+        `stop_when_abandoned`: a page's comparison stops once every page following it is gone.
+        """
         if not self.accepting:
             from app.validation import InputError
 
@@ -118,6 +121,7 @@ class ComparisonRunner:
             [self._output_input(spec, params, note) for spec in specs])
         run = ComparisonRun(created.id, [OutputRun(oid, spec) for oid, spec in zip(created.output_ids, specs,
                                                                                     strict=True)])
+        run.stop_when_abandoned = stop_when_abandoned
         self.runs[created.id] = run
         parts = [ImagePart(image.data, image.mime) for image in images]
         generation = GenerationParams(max_new_tokens=params["max_new_tokens"], temperature=params["temperature"],
@@ -252,7 +256,6 @@ class ComparisonRunner:
             return
         queue: asyncio.Queue[PanelEvent] = asyncio.Queue()
         run.subscribers.add(queue)
-        run.followed = True
         try:
             for output in run.outputs.values():
                 yield output.snapshot()
@@ -264,7 +267,7 @@ class ComparisonRunner:
             yield event
         finally:
             run.subscribers.discard(queue)
-            if not run.subscribers and not run.done.is_set():
+            if run.stop_when_abandoned and not run.subscribers and not run.done.is_set():
                 asyncio.get_running_loop().call_later(self.abandon_after_s, self._cancel_if_abandoned, run)
 
     def _cancel_if_abandoned(self, run: ComparisonRun) -> None:
