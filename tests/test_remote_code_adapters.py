@@ -373,7 +373,7 @@ def test_moondream2_legacy_answer_question(monkeypatch: pytest.MonkeyPatch) -> N
     assert call["kwargs"]["streamer"] is not None and criteria_set(call["kwargs"]["stopping_criteria"])
     assert f"Question: {QUESTION}" in call["prompt"]
     text = "".join(pieces)
-    assert len(pieces) > 1 and text == fake.answers[-1]
+    assert len(pieces) >= 1 and text == fake.answers[-1]
     assert "image_tokens=729" in text and finish.image_note
     assert finish.completion_tokens == n_tokens(fake.tokenizer, text)
 
