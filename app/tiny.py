@@ -356,6 +356,9 @@ def tiny_spec(family: str) -> dict[str, Any]:
 def build_tiny_models(out_dir: str | Path, families: list[str] | None = None, force: bool = False) -> Path:
     """Build the tiny checkpoints that are missing and write `out_dir/models.yaml`; return its path."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from transformers.utils import logging
+
+    logging.disable_progress_bar()
     out = Path(out_dir)
     chosen = families or list(BUILDERS)
     for family in chosen:
