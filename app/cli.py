@@ -181,7 +181,8 @@ def _settings(args: argparse.Namespace, **extra: object):
     from app.config import Settings
 
     return Settings.from_env(models_path=Path(args.models), data_dir=Path(args.data_dir), budget_gb=args.budget_gb,
-                             auth_token=getattr(args, "auth_token", None), **extra)
+                             auth_token=getattr(args, "auth_token", None), idle_timeout_s=args.idle_timeout,
+                             overhead_gb=args.overhead_gb, **extra)
 
 
 def _serve(settings, host: str, port: int) -> int:
@@ -248,6 +249,10 @@ def _register_serving(add: Callable) -> None:
         command.add_argument("--port", type=int, default=8000)
         command.add_argument("--budget-gb", type=float, default=None,
                              help="memory budget for resident models (default: 90%% of the GPU, else 8 GB)")
+        command.add_argument("--overhead-gb", type=float, default=None,
+                             help="memory added to each model's plan for its process (CUDA context; default 0)")
+        command.add_argument("--idle-timeout", type=float, default=None,
+                             help="stop a model's worker after this many idle seconds (default: never)")
         command.add_argument("--auth-token", default=os.environ.get("VLM_AUTH_TOKEN"),
                              help="require this token (cookie, bearer header or ?token=) for every request")
     export = add("export", cmd_export, "Write every rating as CSV.")
