@@ -150,12 +150,16 @@ class ComparisonRunner:
         """Lease the model, stream its answer to followers, and record the outcome."""
         spec = output.spec
         pool_state = "resident" if spec.is_remote else self.pool.state_of(spec.id)
+        ticker: asyncio.Task | None = None
         if pool_state != "resident":
             self._set(run, output, "loading", since=time.time())
             await asyncio.to_thread(store.update_output, self.engine, output.output_id, status="loading")
+            ticker = asyncio.create_task(self._report_loading(run, output))
         try:
             async with self.pool.lease(spec.id) as backend:
-                self._set(run, output, "generating", since=time.time())
+                if ticker:
+                    ticker.cancel()
+                self._set(run, output, "generating", since=time.time(), detail=None)
                 await asyncio.to_thread(self._record_runtime, output)
                 finish, ttft, total = await asyncio.wait_for(
                     self._stream(run, output, backend, prompt, images, params), self.generation_timeout_s)
@@ -174,6 +178,9 @@ class ComparisonRunner:
             log.exception("output %s failed", output.output_id)
             await self._fail(run, output, f"{type(exc).__name__}: {exc}")
             return
+        finally:
+            if ticker:
+                ticker.cancel()
         stats = {"ttft_s": _round(ttft), "total_s": _round(total), "tokens": finish.completion_tokens,
                  "prompt_tokens": finish.prompt_tokens,
                  "tokens_per_s": _round(finish.completion_tokens / total if total else None),
@@ -182,6 +189,16 @@ class ComparisonRunner:
         output.state = "done"
         output.info.update(stats)
         run.publish(PanelEvent(output.output_id, spec.id, "done", "done", info=dict(output.info)))
+
+    async def _report_loading(self, run: ComparisonRun, output: OutputRun) -> None:
+        """While a model loads, pass on what its start is doing (e.g. installing a pinned runtime)."""
+        shown = None
+        while output.state == "loading":
+            detail = self.pool.loading_detail(output.spec.id)
+            if detail and detail != shown:
+                shown = detail
+                self._set(run, output, "loading", detail=detail)
+            await asyncio.sleep(0.5)
 
     async def _stream(self, run: ComparisonRun, output: OutputRun, backend: Any, prompt: str,
                       images: list[ImagePart], params: GenerationParams) -> tuple[Finish, float | None, float]:

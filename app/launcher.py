@@ -103,13 +103,18 @@ class ProcessLauncher:
                  load_timeout_s: float = 900.0, device: str = "auto",
                  env: dict[str, str] | None = None) -> None:
         self.log_dir = log_dir
-        self.python_for = python_for or (lambda runtime: sys.executable)
+        self.python_for = python_for or (lambda runtime, progress=None: sys.executable)
+        self.progress: dict[str, str] = {}  # model id → what its start is doing now, for the page
         self.load_timeout_s = load_timeout_s
         self.device = device
         self.env = env or {}
 
     async def start(self, spec: ModelSpec) -> ProcessWorker:
-        python = await asyncio.to_thread(self.python_for, spec.runtime)
+        def report(line: str) -> None:
+            self.progress[spec.id] = f"runtime {spec.runtime}: {line}"
+
+        python = await asyncio.to_thread(self.python_for, spec.runtime, report)
+        self.progress[spec.id] = "loading weights"
         self.log_dir.mkdir(parents=True, exist_ok=True)
         stderr_path = self.log_dir / f"{spec.id}.log"
         env = {**os.environ, "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false", **self.env}
@@ -124,10 +129,12 @@ class ProcessLauncher:
         try:
             port, ready = await asyncio.wait_for(self._await_ready(process, stderr_path), self.load_timeout_s)
         except TimeoutError:
+            self.progress.pop(spec.id, None)
             process.kill()
             await process.wait()
             raise LoadError(f"{spec.id}: not ready after {self.load_timeout_s:.0f} s") from None
         except BaseException:
+            self.progress.pop(spec.id, None)
             if process.returncode is None:
                 process.kill()
                 await process.wait()
@@ -140,6 +147,7 @@ class ProcessLauncher:
                                measured_gb=None if memory is None else memory / GB,
                                runtime=ready.get("runtime", {}), stderr_path=stderr_path)
         worker.runtime["load_s"] = str(round(time.perf_counter() - started, 3))
+        self.progress.pop(spec.id, None)
         asyncio.create_task(_drain(process.stdout))
         return worker
 

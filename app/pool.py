@@ -351,7 +351,7 @@ class ModelPool:
                 "measured_gb": None if worker is None or worker.measured_gb is None else round(worker.measured_gb, 3),
                 "state": "busy" if r.state == "ready" and r.leases else r.state, "leases": r.leases,
                 "last_used": round(now - r.last_used, 1), "pid": worker.pid if worker else None,
-                "runtime": r.spec.runtime, "pinned": r.spec.preload,
+                "runtime": r.spec.runtime, "pinned": r.spec.preload, "detail": self.loading_detail(r.spec.id),
             })
         return {
             "budget_gb": round(self.budget_gb, 3), "used_gb": round(self.used_gb(), 3),
@@ -360,6 +360,13 @@ class ModelPool:
             "failures": {k: v.message for k, v in self._failures.items()},
             **self.counters.__dict__,
         }
+
+    def loading_detail(self, model_id: str) -> str | None:
+        """What a loading model's start is doing (preparing its runtime, loading weights), if known."""
+        resident = self._resident.get(model_id)
+        if resident is None or resident.state != "loading":
+            return None
+        return getattr(self.launcher, "progress", {}).get(model_id)
 
     def runtime_of(self, model_id: str) -> dict[str, str]:
         """Library versions the model's worker runs with (empty when not resident or remote)."""

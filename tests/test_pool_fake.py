@@ -71,10 +71,13 @@ class FakeLauncher:
         self.fail = fail or set()
         self.starts: list[str] = []
         self.workers: dict[str, FakeWorker] = {}
+        self.progress: dict[str, str] = {}
 
     async def start(self, spec) -> FakeWorker:
         self.starts.append(spec.id)
+        self.progress[spec.id] = "runtime hf-4.48: installing transformers==4.48.3"
         await asyncio.sleep(self.load_s)
+        self.progress.pop(spec.id)
         if spec.id in self.fail:
             raise LoadError(f"{spec.repo} is gated: accept its licence")
         self.memory.take(spec.id, self.sizes[spec.id])
@@ -233,3 +236,14 @@ async def test_fake_close_terminates_everything():
     assert launcher.memory.held == {}
     with pytest.raises(Unavailable, match="shutting down"):
         await use(pool, "a")
+
+
+async def test_fake_loading_detail_is_reported_while_a_model_starts():
+    pool, launcher = make_pool(10, a=4)
+    launcher.load_s = 0.2
+    task = asyncio.create_task(use(pool, "a"))
+    await asyncio.sleep(0.05)
+    assert pool.loading_detail("a") == "runtime hf-4.48: installing transformers==4.48.3"
+    assert pool.status()["resident"][0]["detail"].startswith("runtime hf-4.48")
+    await task
+    assert pool.loading_detail("a") is None
