@@ -19,6 +19,7 @@ from app.db import init_db, make_engine, session
 from app.export import COLUMNS, FORMULA_STARTS, format_row, ratings_csv_rows, write_ratings_csv
 from app.store import OutputInput, StoredImageInput
 from app.tables import Rating
+from tests.test_postgres import reset_schema, unit_test_url
 
 PNG = StoredImageInput("a.png", b"png bytes", "PNG", 2, 2)
 JPEG = StoredImageInput("b,ç.jpg", b"jpeg bytes", "JPEG", 3, 1)
@@ -30,6 +31,11 @@ MODEL_NUMBERS = itertools.count()
 
 
 def make_store(data_dir: Path, monkeypatch: pytest.MonkeyPatch | None = None) -> Engine:
+    """SQLite in `data_dir`; a schema emptied first when DATABASE_URL names a PostgreSQL database."""
+    if unit_test_url() is not None:
+        engine = make_engine(unit_test_url(), data_dir)
+        reset_schema(engine)
+        return engine
     if monkeypatch is not None:
         monkeypatch.delenv("DATABASE_URL", raising=False)
     engine = make_engine(f"sqlite:///{data_dir / 'playground.db'}", data_dir)
@@ -170,17 +176,24 @@ RISKY_TEXT = st.one_of(
 
 
 @pytest.fixture(scope="module")
-def shared_engine(tmp_path_factory: pytest.TempPathFactory) -> Engine:
-    engine = make_store(tmp_path_factory.mktemp("property"))
+def shared_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("property")
+
+
+@pytest.fixture(scope="module")
+def shared_engine(shared_data_dir: Path) -> Engine:
+    engine = make_store(shared_data_dir)
     yield engine
     engine.dispose()
 
 
 @settings(max_examples=60, deadline=None, database=None)
 @given(prompt=RISKY_TEXT, note=RISKY_TEXT, rater=RISKY_TEXT, name=RISKY_TEXT)
-def test_stored_text_reads_back_from_the_csv(shared_engine: Engine, prompt, note, rater, name) -> None:
+def test_stored_text_reads_back_from_the_csv(
+    shared_engine: Engine, shared_data_dir: Path, prompt, note, rater, name
+) -> None:
     model = f"model-{next(MODEL_NUMBERS)}"
-    data_dir = Path(shared_engine.url.database).parent
+    data_dir = shared_data_dir
     image = StoredImageInput(name, PNG.data, "PNG", 2, 2)
     created = store.create_comparison(
         shared_engine, data_dir, prompt, PARAMS, rater, False, [image], [OutputInput(model)]

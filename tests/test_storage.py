@@ -17,6 +17,7 @@ from app import store
 from app.db import database_url, init_db, make_engine, session
 from app.store import OutputInput, StoredImageInput
 from app.tables import Comparison, ComparisonImage, Image, Output, Rating
+from tests.test_postgres import SQLITE_ONLY, reset_schema, unit_test_url
 
 PNG = StoredImageInput("cat.png", b"\x89PNG fake image bytes", "PNG", 4, 3)
 JPEG = StoredImageInput("dog.jpg", b"\xff\xd8 another image", "JPEG", 8, 6)
@@ -29,9 +30,15 @@ def data_dir(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def engine(data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Engine:
-    monkeypatch.delenv("DATABASE_URL", raising=False)
-    engine = make_engine(None, data_dir)
-    init_db(engine)
+    """SQLite in the data directory; a schema emptied per test when DATABASE_URL names a PostgreSQL database."""
+    url = unit_test_url()
+    if url is None:
+        monkeypatch.delenv("DATABASE_URL", raising=False)
+    engine = make_engine(url, data_dir)
+    if url is None:
+        init_db(engine)
+    else:
+        reset_schema(engine)
     yield engine
     engine.dispose()
 
@@ -54,6 +61,7 @@ def all_files(data_dir: Path) -> list[Path]:
 # ---------------------------------------------------------------- engine
 
 
+@SQLITE_ONLY
 def test_sqlite_pragmas_are_in_force(engine: Engine) -> None:
     with engine.connect() as connection:
         pragma = {
@@ -63,6 +71,7 @@ def test_sqlite_pragmas_are_in_force(engine: Engine) -> None:
     assert pragma == {"journal_mode": "wal", "synchronous": 2, "foreign_keys": 1, "busy_timeout": 30000}
 
 
+@SQLITE_ONLY
 def test_write_sessions_take_the_write_lock_at_begin_and_readers_do_not(
     engine: Engine, data_dir: Path
 ) -> None:
