@@ -28,19 +28,18 @@ RUN groupadd --gid 1000 app \
 
 WORKDIR /app
 
-# An editable install: the app finds templates/ and static/ beside its package (app/main.py, app/web.py: ROOT is
-# the package's parent directory), so the source tree stays at /app. The `postgres` extra adds the driver for
+# The wheel carries templates/ and static/ as package data. The `postgres` extra adds the driver for
 # DATABASE_URL=postgresql+psycopg://... The constraints file pins torch and torchvision to the base image's
 # builds, so the dependency resolver can only keep them.
 COPY pyproject.toml README.md ./
 COPY app ./app
+COPY templates ./templates
+COPY static ./static
 RUN pip list --format=freeze | grep -E '^(torch|torchvision)==' > /tmp/base-torch.txt \
-    && pip install --no-cache-dir -c /tmp/base-torch.txt -e '.[postgres]' \
+    && pip install --no-cache-dir -c /tmp/base-torch.txt '.[postgres]' \
     && rm /tmp/base-torch.txt \
     && vlm-playground --help > /dev/null
 
-COPY templates ./templates
-COPY static ./static
 COPY models.yaml ./models.yaml
 
 # Pinned runtimes (app/runtimes.py: <data-dir>/runtimes/<name>), prepared as the app user before /data is

@@ -14,7 +14,7 @@ from starlette.datastructures import UploadFile
 
 from app import store
 from app.export import ratings_csv_rows
-from app.validation import InputError, Upload
+from app.validation import MAX_ID, InputError, RowId, Upload
 
 router = APIRouter()
 
@@ -105,7 +105,7 @@ async def create_comparison(request: Request) -> JSONResponse:
 
 @router.get("/api/comparisons", tags=["comparisons"])
 async def list_comparisons(request: Request, limit: int = Query(50, ge=1, le=500),
-                           offset: int = Query(0, ge=0)) -> dict[str, Any]:
+                           offset: int = Query(0, ge=0, le=MAX_ID)) -> dict[str, Any]:
     engine = request.app.state.engine
     items = await asyncio.to_thread(store.list_comparisons, engine, limit, offset)
     total = await asyncio.to_thread(store.count_comparisons, engine)
@@ -113,7 +113,7 @@ async def list_comparisons(request: Request, limit: int = Query(50, ge=1, le=500
 
 
 @router.get("/api/comparisons/{comparison_id}", tags=["comparisons"])
-async def get_comparison(request: Request, comparison_id: int) -> dict[str, Any]:
+async def get_comparison(request: Request, comparison_id: RowId) -> dict[str, Any]:
     try:
         comparison = await asyncio.to_thread(store.get_comparison, request.app.state.engine, comparison_id)
     except LookupError:
@@ -122,7 +122,7 @@ async def get_comparison(request: Request, comparison_id: int) -> dict[str, Any]
 
 
 @router.post("/api/outputs/{output_id}/rating", status_code=201, tags=["ratings"])
-async def rate_output(request: Request, output_id: int, rating: RatingIn) -> JSONResponse:
+async def rate_output(request: Request, output_id: RowId, rating: RatingIn) -> JSONResponse:
     """One rating per output and rater: rating again as the same rater replaces it (200)."""
     rater = rater_of(request, rating.rater)
     try:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import AsyncIterator
-from pathlib import Path
+from datetime import UTC, datetime, timedelta
 
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
@@ -21,11 +21,11 @@ from app.launcher import ProcessLauncher
 from app.middleware import BodyLimit
 from app.pool import ModelPool, detect_budget_gb
 from app.reachability import reachability
+from app.resources import STATIC_DIR
 from app.runtimes import RuntimeManager
 from app.security import Security
 from app.sizes import DbSizeBook
 
-ROOT = Path(__file__).resolve().parent.parent
 log = logging.getLogger("vlm_playground")
 
 
@@ -37,7 +37,7 @@ def create_app(settings: Settings) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine = make_engine(settings.database_url, settings.data_dir)
         init_db(engine)
-        interrupted = store.mark_unfinished_interrupted(engine)
+        interrupted = store.mark_unfinished_interrupted(engine, _sweep_before(engine, settings))
         if interrupted:
             log.warning("%d answers were cut short by the last shutdown; marked interrupted", interrupted)
         budget, why = (settings.budget_gb, "--budget-gb") if settings.budget_gb else detect_budget_gb(
@@ -74,8 +74,17 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(api.router)
     app.include_router(gateway.router)
     app.include_router(web.router)
-    app.mount("/static", StaticFiles(directory=ROOT / "static"), name="static")
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     return app
+
+
+def _sweep_before(engine: object, settings: Settings) -> datetime | None:
+    """Which unfinished answers a start-up may call interrupted: all of them on this instance's own
+    SQLite file; on a shared server database only those older than any answer can take."""
+    if engine.url.get_backend_name() == "sqlite":  # type: ignore[attr-defined]
+        return None
+    longest = settings.wait_timeout_s + settings.load_timeout_s + settings.generation_timeout_s
+    return datetime.now(UTC) - timedelta(seconds=longest)
 
 
 def _error_handlers(app: FastAPI) -> None:

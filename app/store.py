@@ -483,12 +483,19 @@ def _strip_nul(value: Any) -> Any:
     return value.replace("\x00", "\ufffd") if isinstance(value, str) else value
 
 
-def mark_unfinished_interrupted(engine: Engine) -> int:
-    """On start-up: outputs still queued, loading or generating become "interrupted"; returns how many."""
+def mark_unfinished_interrupted(engine: Engine, created_before: datetime | None = None) -> int:
+    """On start-up: outputs still queued, loading or generating become "interrupted"; returns how many.
+
+    With `created_before`, only older outputs: on a database several replicas share, younger ones
+    may belong to a replica that is still answering them.
+    """
+    unfinished = col(Output.status).in_(UNFINISHED_STATUSES)
+    if created_before is not None:
+        unfinished = unfinished & (col(Output.created_at) < created_before)
     with session(engine) as db:
         result = db.exec(
             update(Output)
-            .where(col(Output.status).in_(UNFINISHED_STATUSES))
+            .where(unfinished)
             .values(
                 status="interrupted",
                 finished_at=utcnow(),

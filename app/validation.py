@@ -5,12 +5,16 @@ from __future__ import annotations
 import io
 import warnings
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
+from fastapi import Path as PathParam
 from PIL import Image
 
 from app.catalog import Catalog
 from app.config import MB, Limits
+
+MAX_ID = 2**31 - 1  # ids are 32-bit integers on PostgreSQL
+RowId = Annotated[int, PathParam(ge=1, le=MAX_ID, description="a row id")]
 
 
 class InputError(ValueError):

@@ -11,7 +11,6 @@ import hashlib
 import string
 import time
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 from urllib.parse import quote, unquote
 
@@ -27,17 +26,17 @@ from app import store
 from app.api import rater_of, read_comparison_form
 from app.db import session
 from app.pool import PoolError
+from app.resources import TEMPLATES_DIR
 from app.tables import UNFINISHED_STATUSES, Output
-from app.validation import InputError
+from app.validation import MAX_ID, InputError, RowId
 
-ROOT = Path(__file__).resolve().parent.parent
 HISTORY_PAGE_SIZE = 20
 RATER_COOKIE = "rater"
 RATER_MAX_CHARS = 200
 ERROR_SLOTS = ("images", "prompt", "models", "max_new_tokens", "temperature", "seed", "form")
 FINISHED = ("done", "error", "interrupted")
 
-env = jinja2.Environment(loader=jinja2.FileSystemLoader(ROOT / "templates"), autoescape=True,
+env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES_DIR), autoescape=True,
                          trim_blocks=True, lstrip_blocks=True)
 templates = Jinja2Templates(env=env)
 router = APIRouter(include_in_schema=False)
@@ -243,7 +242,7 @@ async def compare(request: Request) -> Response:
 
 
 @router.get("/comparisons/{comparison_id}", response_class=HTMLResponse)
-async def comparison_page(request: Request, comparison_id: int) -> Response:
+async def comparison_page(request: Request, comparison_id: RowId) -> Response:
     """One comparison, finished or still streaming; the form is filled in with its prompt and models."""
     try:
         comparison = await asyncio.to_thread(store.get_comparison, request.app.state.engine, comparison_id)
@@ -262,7 +261,7 @@ async def comparison_page(request: Request, comparison_id: int) -> Response:
 # ---------------------------------------------------------------- streaming panels
 
 
-async def _existing_comparison(request: Request, comparison_id: int) -> dict[str, Any]:
+async def _existing_comparison(request: Request, comparison_id: RowId) -> dict[str, Any]:
     return await _comparison(request, comparison_id)
 
 
@@ -307,7 +306,7 @@ class _PanelSource:
 
 
 @router.get("/comparisons/{comparison_id}/events", response_class=EventSourceResponse)
-async def comparison_events(request: Request, comparison_id: int,
+async def comparison_events(request: Request, comparison_id: RowId,
                             comparison: dict[str, Any] = Depends(_existing_comparison)) -> AsyncIterator[
                                 ServerSentEvent]:
     """The panels' live updates: state lines and footers as escaped HTML, text pieces as JSON."""
@@ -341,7 +340,7 @@ def _output_row(engine: Any, output_id: int) -> Output | None:
 
 
 @router.post("/outputs/{output_id}/rating", response_class=HTMLResponse)
-async def rate_output(request: Request, output_id: int) -> Response:
+async def rate_output(request: Request, output_id: RowId) -> Response:
     """Save the current rater's score and note; the rating form comes back saying "saved" (422 naming the field)."""
     engine = request.app.state.engine
     form = await request.form()
@@ -403,7 +402,7 @@ async def set_rater(request: Request) -> Response:
 async def history(request: Request, page: int = 1) -> HTMLResponse:
     """Past comparisons, newest first, with thumbnails, prompt, models and ratings."""
     engine = request.app.state.engine
-    page = max(1, page)
+    page = min(max(1, page), MAX_ID // HISTORY_PAGE_SIZE)
     items = await asyncio.to_thread(store.list_comparisons, engine, HISTORY_PAGE_SIZE,
                                     (page - 1) * HISTORY_PAGE_SIZE)
     total = await asyncio.to_thread(store.count_comparisons, engine)
