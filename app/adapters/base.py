@@ -285,3 +285,19 @@ def from_pretrained_kwargs(spec: ModelSpec, dtype: Any) -> dict[str, Any]:
     if spec.revision and spec.revision != "main" and not spec.tiny:
         kwargs["revision"] = spec.revision
     return kwargs
+
+
+def loader_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The `from_pretrained` arguments a tokenizer or processor takes (no dtype)."""
+    return {k: v for k, v in kwargs.items() if k in ("revision", "trust_remote_code")}
+
+
+def count_tokens(tokenizer: Any, text: str) -> int:
+    """Tokens in `text` for APIs that return text, never ids (a transformers or `tokenizers` tokenizer;
+    without one, words)."""
+    if not text:
+        return 0
+    if tokenizer is None:
+        return len(text.split())
+    ids = tokenizer.encode(text, add_special_tokens=False)
+    return len(getattr(ids, "ids", ids))

@@ -16,6 +16,7 @@ from app.adapters.base import (
     cancel_criteria,
     explain_load_error,
     from_pretrained_kwargs,
+    loader_kwargs,
     sampling_kwargs,
     seed_everything,
     torch_dtype,
@@ -43,8 +44,7 @@ class GenericAdapter(Adapter):
         dtype = torch_dtype(dtype or spec.dtype, device)
         kwargs = from_pretrained_kwargs(spec, dtype)
         try:
-            processor = AutoProcessor.from_pretrained(spec.repo, **{k: v for k, v in kwargs.items()
-                                                                    if k in ("revision", "trust_remote_code")})
+            processor = AutoProcessor.from_pretrained(spec.repo, **loader_kwargs(kwargs))
             model = AutoModelForImageTextToText.from_pretrained(spec.repo, **kwargs)
         except Exception as exc:
             raise explain_load_error(exc, spec) from exc

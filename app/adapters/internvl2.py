@@ -23,8 +23,10 @@ from app.adapters.base import (
     Piece,
     StreamedCall,
     cancel_criteria,
+    count_tokens,
     explain_load_error,
     from_pretrained_kwargs,
+    loader_kwargs,
     sampling_kwargs,
     seed_everything,
     torch_dtype,
@@ -107,13 +109,6 @@ def build_question(prompt: str, count: int) -> str:
     return "".join(f"Image-{i}: <image>\n" for i in range(1, count + 1)) + prompt
 
 
-def count_tokens(tokenizer: Any, text: str) -> int:
-    """Tokens in `text` by the model's tokenizer: `chat` returns text, never token ids."""
-    if not text:
-        return 0
-    return len(tokenizer.encode(text, add_special_tokens=False))
-
-
 @register("internvl2")
 class InternVL2Adapter(Adapter):
     """`AutoModel` (trust_remote_code) + slow `AutoTokenizer`, and `model.chat`."""
@@ -131,7 +126,7 @@ class InternVL2Adapter(Adapter):
         try:
             tokenizer = AutoTokenizer.from_pretrained(
                 spec.repo, use_fast=False,
-                **{k: v for k, v in kwargs.items() if k in ("revision", "trust_remote_code")},
+                **loader_kwargs(kwargs),
             )
             model = AutoModel.from_pretrained(spec.repo, **kwargs)
             model = model.to(device).eval()

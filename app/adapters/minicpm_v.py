@@ -26,8 +26,10 @@ from app.adapters.base import (
     Piece,
     StreamedCall,
     cancel_criteria,
+    count_tokens,
     explain_load_error,
     from_pretrained_kwargs,
+    loader_kwargs,
     seed_everything,
     torch_dtype,
 )
@@ -36,14 +38,6 @@ if TYPE_CHECKING:
     from PIL import Image
 
     from app.catalog import ModelSpec
-
-
-def count_tokens(tokenizer: Any, text: str) -> int:
-    """Tokens in `text` by the model's tokenizer: `chat` returns text, never token ids."""
-    if not text:
-        return 0
-    ids = tokenizer.encode(text, add_special_tokens=False)
-    return len(getattr(ids, "ids", ids))
 
 
 @contextlib.contextmanager
@@ -92,7 +86,7 @@ class MiniCPMVAdapter(Adapter):
         kwargs = from_pretrained_kwargs(spec, torch_dtype(dtype or spec.dtype, device))
         try:
             tokenizer = AutoTokenizer.from_pretrained(
-                spec.repo, **{k: v for k, v in kwargs.items() if k in ("revision", "trust_remote_code")}
+                spec.repo, **loader_kwargs(kwargs)
             )
             # The card loads 2.6 with attn_implementation="sdpa"; sdpa is the default where supported.
             model = AutoModel.from_pretrained(spec.repo, **kwargs)

@@ -21,6 +21,7 @@ from app.adapters.base import (
     cancel_criteria,
     explain_load_error,
     from_pretrained_kwargs,
+    loader_kwargs,
     sampling_kwargs,
     seed_everything,
     torch_dtype,
@@ -50,7 +51,7 @@ class MolmoAdapter(Adapter):
         kwargs = from_pretrained_kwargs(spec, torch_dtype(dtype or spec.dtype, device))
         try:
             processor = AutoProcessor.from_pretrained(
-                spec.repo, **{k: v for k, v in kwargs.items() if k in ("revision", "trust_remote_code")}
+                spec.repo, **loader_kwargs(kwargs)
             )
             model = AutoModelForCausalLM.from_pretrained(spec.repo, **kwargs)
             model = model.to(device).eval()

@@ -25,8 +25,10 @@ from app.adapters.base import (
     Piece,
     StreamedCall,
     cancel_criteria,
+    count_tokens,
     explain_load_error,
     from_pretrained_kwargs,
+    loader_kwargs,
     sampling_kwargs,
     seed_everything,
     torch_dtype,
@@ -38,16 +40,6 @@ if TYPE_CHECKING:
     from app.catalog import ModelSpec
 
 END_MARKER = "<END>"  # the old API stops on (the first token of) this text and strips it from its answer
-
-
-def count_tokens(tokenizer: Any, text: str) -> int:
-    """Tokens in `text` by the model's tokenizer (a transformers or a `tokenizers` one), else words."""
-    if not text:
-        return 0
-    if tokenizer is None:
-        return len(text.split())
-    ids = tokenizer.encode(text, add_special_tokens=False)
-    return len(getattr(ids, "ids", ids))
 
 
 def _accepts(function: Any, name: str) -> bool:
@@ -109,7 +101,7 @@ class MoondreamAdapter(Adapter):
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         kwargs = from_pretrained_kwargs(spec, torch_dtype(dtype or spec.dtype, device))
-        tokenizer_kwargs = {k: v for k, v in kwargs.items() if k in ("revision", "trust_remote_code")}
+        tokenizer_kwargs = loader_kwargs(kwargs)
         try:
             model = AutoModelForCausalLM.from_pretrained(spec.repo, **kwargs)
             model = model.to(device).eval()
