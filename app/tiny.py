@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-_CORPUS = [
+CORPUS = [
     "hello world, describe this image please.",
     "What is in the picture? A cat and a dog on a red sofa.",
     "The quick brown fox jumps over the lazy dog.",
@@ -39,7 +39,7 @@ TINY_FAMILIES: dict[str, tuple[str, bool, str]] = {
 
 
 def _tokenizer(specials: list[str], named: dict[str, str] | None = None, **tokens: str) -> Any:
-    """A byte-level BPE trained on `_CORPUS`; `named` become attributes like `tokenizer.image_token`."""
+    """A byte-level BPE trained on `CORPUS`; `named` become attributes like `tokenizer.image_token`."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -50,7 +50,7 @@ def _tokenizer(specials: list[str], named: dict[str, str] | None = None, **token
     bpe.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(vocab_size=420, special_tokens=every_special, show_progress=False,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    bpe.train_from_iterator(_CORPUS, trainer)
+    bpe.train_from_iterator(CORPUS, trainer)
     extra: Any = named or [t for t in every_special if t not in tokens.values()]
     return PreTrainedTokenizerFast(tokenizer_object=bpe, extra_special_tokens=extra, **tokens)
 

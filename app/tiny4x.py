@@ -18,16 +18,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-MODEL_ID = "tiny-llava-4x"
+from app.tiny import CORPUS as _CORPUS  # app.tiny imports transformers only inside its builders
 
-_CORPUS = [
-    "hello world, describe this image please.",
-    "What is in the picture? A cat and a dog on a red sofa.",
-    "The quick brown fox jumps over the lazy dog.",
-    "Compare the two images. Which one is brighter? The first one.",
-    "user assistant system You are a helpful assistant. Answer briefly.",
-    "caption en: a photo of a small house near a lake.",
-]
+MODEL_ID = "tiny-llava-4x"
 
 
 def _tokenizer(specials: list[str], named: dict[str, str], **tokens: Any) -> Any:

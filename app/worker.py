@@ -208,57 +208,49 @@ def create_worker_app(state: WorkerState) -> FastAPI:
     return app
 
 
-async def stream_chunks(state: WorkerState, wanted: ChatInput, writer: ChunkWriter) -> AsyncIterator[bytes]:
-    """SSE chunks: role, text pieces, a final chunk with usage and timing, then [DONE]."""
-    cancel = threading.Event()
+async def timed(state: WorkerState, wanted: ChatInput) -> AsyncIterator[tuple[Piece, float | None, float]]:
+    """One generation at a time: each piece with the time to first token and the time so far."""
     async with state.gate:
         state.active += 1
         try:
             started = time.perf_counter()
             first: float | None = None
-            yield format_sse_event(data_str=writer.role())
-            try:
-                async for piece in generate_async(state, wanted, cancel):
-                    if isinstance(piece, Finish):
-                        total = time.perf_counter() - started
-                        yield format_sse_event(data_str=writer.finish(piece, first, total))
-                    else:
-                        if first is None:
-                            first = time.perf_counter() - started
-                        yield format_sse_event(data_str=writer.text(piece))
-            except Exception as exc:  # the model failed mid-answer: tell the client in-band
-                yield format_sse_event(data_str=json.dumps(error_body(f"{type(exc).__name__}: {exc}",
-                                                                      "model_error", "model_error")))
-            yield format_sse_event(data_str="[DONE]")
+            async for piece in generate_async(state, wanted, threading.Event()):
+                now = time.perf_counter() - started
+                if first is None and not isinstance(piece, Finish):
+                    first = now
+                yield piece, first, now
         finally:
             state.active -= 1
+
+
+async def stream_chunks(state: WorkerState, wanted: ChatInput, writer: ChunkWriter) -> AsyncIterator[bytes]:
+    """SSE chunks: role, text pieces, a final chunk with usage and timing, then [DONE]."""
+    yield format_sse_event(data_str=writer.role())
+    try:
+        async for piece, first, elapsed in timed(state, wanted):
+            if isinstance(piece, Finish):
+                yield format_sse_event(data_str=writer.finish(piece, first, elapsed))
+            else:
+                yield format_sse_event(data_str=writer.text(piece))
+    except Exception as exc:  # the model failed mid-answer: tell the client in-band
+        body = error_body(f"{type(exc).__name__}: {exc}", "model_error", "model_error")
+        yield format_sse_event(data_str=json.dumps(body))
+    yield format_sse_event(data_str="[DONE]")
 
 
 async def complete(state: WorkerState, wanted: ChatInput, writer: ChunkWriter) -> JSONResponse:
     """A non-streamed answer."""
-    cancel = threading.Event()
-    async with state.gate:
-        state.active += 1
-        try:
-            started = time.perf_counter()
-            first: float | None = None
-            pieces: list[str] = []
-            finish: Finish | None = None
-            try:
-                async for piece in generate_async(state, wanted, cancel):
-                    if isinstance(piece, Finish):
-                        finish = piece
-                    else:
-                        first = first if first is not None else time.perf_counter() - started
-                        pieces.append(piece)
-            except Exception as exc:
-                return JSONResponse(error_body(f"{type(exc).__name__}: {exc}", "model_error", "model_error"),
-                                    status_code=500)
-            assert finish is not None
-            body = writer.completion("".join(pieces), finish, first, time.perf_counter() - started)
-            return JSONResponse(body)
-        finally:
-            state.active -= 1
+    pieces: list[str] = []
+    try:
+        async for piece, first, elapsed in timed(state, wanted):
+            if isinstance(piece, Finish):
+                return JSONResponse(writer.completion("".join(pieces), piece, first, elapsed))
+            pieces.append(piece)
+    except Exception as exc:
+        return JSONResponse(error_body(f"{type(exc).__name__}: {exc}", "model_error", "model_error"),
+                            status_code=500)
+    return JSONResponse(error_body("the model ended without token counts", "model_error"), status_code=500)
 
 
 def die_with_parent() -> None:
