@@ -196,10 +196,18 @@ def _serve(settings, host: str, port: int) -> int:
         raise CommandError(str(exc)) from None
     print(f"VLM Playground on http://{host}:{port}  (data: {settings.data_dir}, catalogue: {settings.models_path})",
           flush=True)
-    # On SIGTERM uvicorn stops accepting, lets requests in flight (and their answers) finish for the
-    # grace period, then the app marks what is left as interrupted and stops every worker.
-    uvicorn.run(app, host=host, port=port, log_level="warning",
-                timeout_graceful_shutdown=max(1, round(settings.shutdown_grace_s)))
+    # On SIGTERM the answers in flight get the grace period to finish and the rest are marked interrupted
+    # first, so the requests waiting on them are answered; then uvicorn closes what is left.
+
+    class Server(uvicorn.Server):
+        async def shutdown(self, sockets: list | None = None) -> None:
+            runner = getattr(app.state, "runner", None)
+            if runner is not None:
+                await runner.shutdown(settings.shutdown_grace_s)
+            await super().shutdown(sockets)
+
+    Server(uvicorn.Config(app, host=host, port=port, log_level="warning",
+                          timeout_graceful_shutdown=max(1, round(settings.shutdown_grace_s)))).run()
     return 0
 
 

@@ -23,9 +23,26 @@ class Limits:
     max_note_chars: int = 10_000
 
     def help_text(self) -> str:
-        return (f"Up to {self.max_images} images, {self.max_image_bytes // MB} MB each and "
-                f"{self.max_request_bytes // MB} MB in all, {self.max_pixels / 1e6:g} megapixels each; "
+        return (f"Up to {self.max_images} images, {megabytes(self.max_image_bytes)} each and "
+                f"{megabytes(self.max_request_bytes)} in all, {self.max_pixels / 1e6:g} megapixels each; "
                 f"a prompt of up to {self.max_prompt_chars:,} characters; up to {self.max_models} models.")
+
+    @classmethod
+    def from_env(cls) -> Limits:
+        """Defaults, overridden by VLM_MAX_IMAGES, VLM_MAX_IMAGE_MB, VLM_MAX_REQUEST_MB, VLM_MAX_MEGAPIXELS,
+        VLM_MAX_PROMPT_CHARS, VLM_MAX_MODELS and VLM_MAX_NEW_TOKENS."""
+        scales = {"max_images": ("VLM_MAX_IMAGES", 1), "max_image_bytes": ("VLM_MAX_IMAGE_MB", MB),
+                  "max_request_bytes": ("VLM_MAX_REQUEST_MB", MB), "max_pixels": ("VLM_MAX_MEGAPIXELS", 1_000_000),
+                  "max_prompt_chars": ("VLM_MAX_PROMPT_CHARS", 1), "max_models": ("VLM_MAX_MODELS", 1),
+                  "max_new_tokens": ("VLM_MAX_NEW_TOKENS", 1)}
+        values = {field: int(float(os.environ[name]) * scale)
+                  for field, (name, scale) in scales.items() if os.environ.get(name)}
+        return cls(**values)
+
+
+def megabytes(size: int) -> str:
+    """A size for people: '20 MB', '0.5 MB'."""
+    return f"{size / MB:g} MB" if size % MB else f"{size // MB} MB"
 
 
 @dataclass(frozen=True)
@@ -67,5 +84,6 @@ class Settings:
                 env[name] = float(os.environ[f"VLM_{name.upper()}"])
         if os.environ.get("DATABASE_URL"):
             env["database_url"] = os.environ["DATABASE_URL"]
+        env["limits"] = Limits.from_env()
         env.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**env)  # type: ignore[arg-type]

@@ -44,6 +44,9 @@ async def chat_completions(request: Request) -> JSONResponse | EventSourceRespon
     try:
         chat = ChatRequest.model_validate(await request.json())
         wanted = chat_input(chat)
+        limit = state.settings.limits.max_new_tokens
+        if wanted.params.max_new_tokens > limit:
+            return _error(f"max_tokens: {wanted.params.max_new_tokens} is over this server's limit of {limit}", 400)
         check_images([Upload(f"image {i + 1}", part.data) for i, part in enumerate(wanted.images)],
                       state.settings.limits)
     except ValidationError as exc:

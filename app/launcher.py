@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 import httpx
 
-from app.backend import OpenAIBackend
+from app.backend import BackendError, OpenAIBackend
 from app.catalog import ModelSpec
 from app.worker import EVENT_PREFIX
 
@@ -96,6 +96,35 @@ def _tail(path: Path | None, lines: int) -> str:
     return "\n".join(path.read_text(errors="replace").strip().splitlines()[-lines:])
 
 
+class WorkerBackend(OpenAIBackend):
+    """The client of one local worker: a broken stream from a worker that died says so."""
+
+    def __init__(self, *args: Any, process: asyncio.subprocess.Process, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.process = process
+
+    async def stream(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            async for piece in super().stream(*args, **kwargs):
+                yield piece
+        except BackendError as exc:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self.process.wait()), 2.0)
+            if self.process.returncode is None:
+                raise
+            why = describe_exit(self.process.returncode)
+            raise BackendError(f"{self.label}: its worker process stopped mid-answer ({why}); "
+                               "the next request starts a new one") from exc
+
+
+def describe_exit(code: int) -> str:
+    """'killed by SIGKILL' for a signal, else 'exit code N'."""
+    if code < 0:
+        with contextlib.suppress(ValueError):
+            return f"killed by {signal.Signals(-code).name}"
+    return f"exit code {code}"
+
+
 class ProcessLauncher:
     """Spawns workers with the Python of the model's runtime and waits for their ready report."""
 
@@ -141,7 +170,7 @@ class ProcessLauncher:
             raise
         client = httpx.AsyncClient(timeout=httpx.Timeout(10.0, read=None), trust_env=False,
                                    limits=httpx.Limits(max_keepalive_connections=16))
-        backend = OpenAIBackend(f"http://127.0.0.1:{port}/v1", spec.id, client=client, label=spec.id)
+        backend = WorkerBackend(f"http://127.0.0.1:{port}/v1", spec.id, client=client, label=spec.id, process=process)
         memory = ready.get("memory", {}).get("bytes")
         worker = ProcessWorker(spec, process, port, backend, client,
                                measured_gb=None if memory is None else memory / GB,

@@ -52,7 +52,9 @@ class BodyLimit:
                 await self._refuse(send)
 
     async def _refuse(self, send: Any) -> None:
-        body = json.dumps({"detail": f"request body: larger than the limit of {self.max_bytes // MB} MB"}).encode()
+        from app.config import megabytes
+
+        body = json.dumps({"detail": f"request body: larger than the limit of {megabytes(self.max_bytes)}"}).encode()
         await send({"type": "http.response.start", "status": 413,
                     "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
                                 (b"connection", b"close")]})

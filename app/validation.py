@@ -11,7 +11,7 @@ from fastapi import Path as PathParam
 from PIL import Image
 
 from app.catalog import Catalog
-from app.config import MB, Limits
+from app.config import MB, Limits, megabytes
 
 MAX_ID = 2**31 - 1  # ids are 32-bit integers on PostgreSQL
 RowId = Annotated[int, PathParam(ge=1, le=MAX_ID, description="a row id")]
@@ -66,8 +66,9 @@ def check_models(models: list[str], catalog: Catalog, limits: Limits) -> list[st
         raise InputError("models", "pick at least one model")
     if len(models) > limits.max_models:
         raise InputError("models", f"{len(models)} models picked; the limit is {limits.max_models}")
-    if len(set(models)) != len(models):
-        raise InputError("models", "each model may be picked once")
+    repeated = sorted({model for model in models if models.count(model) > 1})
+    if repeated:
+        raise InputError("models", f"each model may be picked once ({', '.join(repeated)} more than once)")
     for model in models:
         try:
             spec = catalog.get(model)
@@ -97,7 +98,7 @@ def check_params(values: dict[str, Any], limits: Limits) -> dict[str, Any]:
         except (TypeError, ValueError):
             raise InputError(name, f"must be a number (got {str(raw)[:40]!r})") from None
         if kind is float and value != value:  # NaN
-            raise InputError(name, "must be a number")
+            raise InputError(name, f"must be a number between {low} and {high}")
         if not low <= value <= high:
             raise InputError(name, f"must be between {low} and {high} (got {value})")
         checked[name] = value
@@ -111,7 +112,7 @@ def check_images(uploads: list[Upload], limits: Limits) -> list[CheckedImage]:
         raise InputError("images", f"{len(uploads)} images; the limit is {limits.max_images}", 413)
     total = sum(len(upload.data) for upload in uploads)
     if total > limits.max_request_bytes:
-        raise InputError("images", f"{total / MB:.1f} MB in all; the limit is {limits.max_request_bytes // MB} MB",
+        raise InputError("images", f"{total / MB:.1f} MB in all; the limit is {megabytes(limits.max_request_bytes)}",
                          413)
     return [check_image(upload, limits) for upload in uploads]
 
@@ -122,7 +123,7 @@ def check_image(upload: Upload, limits: Limits) -> CheckedImage:
     field = f"images[{name}]"
     if len(upload.data) > limits.max_image_bytes:
         raise InputError(field, f"{name} is {len(upload.data) / MB:.1f} MB; the limit is "
-                                f"{limits.max_image_bytes // MB} MB per image", 413)
+                                f"{megabytes(limits.max_image_bytes)} per image", 413)
     if not upload.data:
         raise InputError(field, f"{name} is empty")
     try:
@@ -141,6 +142,9 @@ def check_image(upload: Upload, limits: Limits) -> CheckedImage:
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise InputError(field, f"{name} decodes to more pixels than the limit of "
                                 f"{limits.max_pixels / 1e6:g} megapixels", 413) from None
+    except Image.UnidentifiedImageError:
+        raise InputError(field, f"{name} is not a readable image (its content is no image format Pillow knows)") \
+            from None
     except Exception as exc:  # Pillow raises many kinds for broken files
         raise InputError(field, f"{name} is not a readable image ({type(exc).__name__}: {exc})") from None
     note = f"{name} has {frames} frames: the first is used" if frames > 1 else None
