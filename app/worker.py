@@ -129,11 +129,9 @@ def runtime_info() -> dict[str, str]:
     return info
 
 
-async def generate_async(state: WorkerState, request: ChatInput, cancel: threading.Event) -> AsyncIterator[Piece]:
+async def generate_async(state: WorkerState, request: ChatInput, images: list[Any],
+                         cancel: threading.Event) -> AsyncIterator[Piece]:
     """Run the adapter's blocking generator in a thread and yield its pieces on the event loop."""
-    from app.images import decode_image
-
-    images = [decode_image(part.data, f"image {i + 1}") for i, part in enumerate(request.images)]
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue[Any] = asyncio.Queue()
 
@@ -195,27 +193,28 @@ def create_worker_app(state: WorkerState) -> FastAPI:
             return JSONResponse(error_body("messages: at least one image_url part is required"), status_code=400)
         from app.images import ImageError, decode_image
 
-        try:  # reject bad images before streaming starts, so the client gets a 400, not a broken stream
-            for index, part in enumerate(wanted.images):
-                decode_image(part.data, f"image {index + 1}")
+        try:  # decode before streaming starts, so a bad image gets a 400, not a broken stream
+            images = [decode_image(part.data, f"image {i + 1}") for i, part in enumerate(wanted.images)]
         except ImageError as exc:
             return JSONResponse(error_body(str(exc)), status_code=400)
         writer = ChunkWriter(chat.model or state.spec.id)
+        answer = timed(state, wanted, images)
         if chat.stream:
-            return EventSourceResponse(stream_chunks(state, wanted, writer))
-        return await complete(state, wanted, writer)
+            return EventSourceResponse(stream_chunks(answer, writer))
+        return await complete(answer, writer)
 
     return app
 
 
-async def timed(state: WorkerState, wanted: ChatInput) -> AsyncIterator[tuple[Piece, float | None, float]]:
+async def timed(state: WorkerState, wanted: ChatInput,
+                images: list[Any]) -> AsyncIterator[tuple[Piece, float | None, float]]:
     """One generation at a time: each piece with the time to first token and the time so far."""
     async with state.gate:
         state.active += 1
         try:
             started = time.perf_counter()
             first: float | None = None
-            async for piece in generate_async(state, wanted, threading.Event()):
+            async for piece in generate_async(state, wanted, images, threading.Event()):
                 now = time.perf_counter() - started
                 if first is None and not isinstance(piece, Finish):
                     first = now
@@ -224,11 +223,11 @@ async def timed(state: WorkerState, wanted: ChatInput) -> AsyncIterator[tuple[Pi
             state.active -= 1
 
 
-async def stream_chunks(state: WorkerState, wanted: ChatInput, writer: ChunkWriter) -> AsyncIterator[bytes]:
+async def stream_chunks(answer: AsyncIterator, writer: ChunkWriter) -> AsyncIterator[bytes]:
     """SSE chunks: role, text pieces, a final chunk with usage and timing, then [DONE]."""
     yield format_sse_event(data_str=writer.role())
     try:
-        async for piece, first, elapsed in timed(state, wanted):
+        async for piece, first, elapsed in answer:
             if isinstance(piece, Finish):
                 yield format_sse_event(data_str=writer.finish(piece, first, elapsed))
             else:
@@ -239,11 +238,11 @@ async def stream_chunks(state: WorkerState, wanted: ChatInput, writer: ChunkWrit
     yield format_sse_event(data_str="[DONE]")
 
 
-async def complete(state: WorkerState, wanted: ChatInput, writer: ChunkWriter) -> JSONResponse:
+async def complete(answer: AsyncIterator, writer: ChunkWriter) -> JSONResponse:
     """A non-streamed answer."""
     pieces: list[str] = []
     try:
-        async for piece, first, elapsed in timed(state, wanted):
+        async for piece, first, elapsed in answer:
             if isinstance(piece, Finish):
                 return JSONResponse(writer.completion("".join(pieces), piece, first, elapsed))
             pieces.append(piece)

@@ -65,6 +65,9 @@ class Raw:
         from transformers import AutoModelForImageTextToText, AutoProcessor
 
         self.torch = torch
+        # the same number of threads a worker computes with (app.worker.limit_cpu_threads)
+        self.threads = int(os.environ.get("VLM_WORKER_THREADS") or max(1, (os.cpu_count() or 2) // 2))
+        torch.set_num_threads(self.threads)
         self.processor = AutoProcessor.from_pretrained(repo)
         self.model = AutoModelForImageTextToText.from_pretrained(repo, dtype=torch.float32).eval()
         self.image = Image.open(io.BytesIO(image_bytes())).convert("RGB")
@@ -155,7 +158,8 @@ async def main() -> None:
     tokens_ours = results[("ours", 256)][0][1] - results[("ours", 8)][0][1]
     per_token_raw = (raw256 - raw8) / tokens_raw
     per_token_ours = (ours256 - ours8) / tokens_ours
-    print(f"checkpoint {MODEL}; {n} interleaved runs each; medians; {os.cpu_count()} CPU cores")
+    print(f"checkpoint {MODEL}; {n} interleaved runs each; medians; {os.cpu_count()} CPU cores, "
+          f"{raw.threads} torch thread(s) for the raw call and for each worker")
     print(f"raw call at 8 tokens                 {raw8 * 1000:8.1f} ms")
     print(f"fixed cost a warm request adds       {(ours8 - raw8) * 1000:8.1f} ms   (aim < 10 ms)")
     print(f"per-token cost, raw                  {per_token_raw * 1000:8.3f} ms/token ({tokens_raw} tokens)")
