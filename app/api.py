@@ -11,6 +11,7 @@ from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, Field
 from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app import store
 from app.export import ratings_csv_rows
@@ -25,21 +26,29 @@ class RatingIn(BaseModel):
     rater: str | None = Field(default=None, max_length=200)
 
 
+RATER_MAX_CHARS = 200
+
+
 def rater_of(request: Request, given: str | None = None) -> str:
-    """The rater named in the request, else the page's cookie, else the default name."""
+    """The rater named in the request, else the page's cookie, else the default name.
+
+    Control characters (NUL among them, which PostgreSQL text cannot hold) are dropped."""
     cookie = unquote(request.cookies.get("rater") or "")  # the page stores it percent-encoded
-    name = (given or cookie or request.app.state.settings.default_rater).strip()
-    return name[:200] or request.app.state.settings.default_rater
+    name = "".join(ch for ch in (given or cookie) if ch.isprintable()).strip()[:RATER_MAX_CHARS]
+    return name or request.app.state.settings.default_rater
 
 
 async def read_comparison_form(request: Request) -> tuple[str | None, list[Upload], list[str], dict[str, Any], bool]:
     """The multipart fields of a comparison: prompt, images, models, generation settings, blind."""
     limits = request.app.state.settings.limits
+    most_files = limits.max_images * 4
     try:
-        form = await request.form(max_files=limits.max_images * 4, max_fields=200)
-    except HTTPException as exc:
-        raise InputError("request", f"could not read the form: {exc.detail}", 413 if "many" in str(exc.detail)
-                         else 422) from None
+        form = await request.form(max_files=most_files, max_fields=200)
+    except StarletteHTTPException as exc:  # the parser's own limits, or a malformed body
+        if "files" in str(exc.detail):
+            raise InputError("images", f"more than {most_files} files; the limit is {limits.max_images} images",
+                             413) from None
+        raise InputError("request", f"could not read the form: {exc.detail}") from None
     uploads: list[Upload] = []
     for item in form.getlist("images"):
         if isinstance(item, UploadFile):

@@ -7,7 +7,6 @@ with token counts and the server's timing where it reports one.
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -34,7 +33,6 @@ class OpenAIBackend:
         self._client = client or httpx.AsyncClient(
             timeout=httpx.Timeout(10.0, read=read_timeout_s), headers=headers, trust_env=False)
         self._owns_client = client is None
-        self.extra: dict[str, Any] = {}  # server-specific details (timing) of the last answer
 
     def _body(self, prompt: str, images: list[ImagePart], params: GenerationParams) -> dict[str, Any]:
         body: dict[str, Any] = {
@@ -48,9 +46,7 @@ class OpenAIBackend:
 
     async def stream(self, prompt: str, images: list[ImagePart], params: GenerationParams) -> AsyncIterator[Piece]:
         """Yield text pieces, then one Finish. Raises BackendError on any failure."""
-        started = time.perf_counter()
         pieces = 0
-        first: float | None = None
         usage: dict[str, Any] = {}
         timing: dict[str, Any] = {}
         reason = "stop"
@@ -74,7 +70,6 @@ class OpenAIBackend:
                     for choice in chunk.get("choices") or []:
                         text = (choice.get("delta") or {}).get("content")
                         if text:
-                            first = first if first is not None else time.perf_counter() - started
                             pieces += 1
                             yield text
                         reason = choice.get("finish_reason") or reason
@@ -82,7 +77,6 @@ class OpenAIBackend:
                     raise BackendError(f"{self.label}: the stream ended before [DONE] (server went away?)")
         except httpx.HTTPError as exc:
             raise BackendError(f"{self.label}: connection failed: {type(exc).__name__}: {exc}") from exc
-        self.extra = {"timing": timing, "client_ttft_s": first, "client_total_s": time.perf_counter() - started}
         yield Finish(
             prompt_tokens=int(usage.get("prompt_tokens") or 0),
             completion_tokens=int(usage.get("completion_tokens") or pieces),

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -25,10 +26,10 @@ from app.catalog import Catalog, ModelSpec
 from app.config import Limits
 from app.pool import ModelPool, PoolError
 from app.protocol import ImagePart
+from app.tables import FINISHED_STATUSES
 from app.validation import CheckedImage, Upload, check_images, check_models, check_params, check_prompt
 
 log = logging.getLogger("vlm_playground.compare")
-FINISHED = ("done", "error", "interrupted")
 
 
 @dataclass(frozen=True)
@@ -74,7 +75,7 @@ class ComparisonRun:
             queue.put_nowait(event)
 
     def finished(self) -> bool:
-        return all(run.state in FINISHED for run in self.outputs.values())
+        return all(run.state in FINISHED_STATUSES for run in self.outputs.values())
 
 
 class ComparisonRunner:
@@ -93,6 +94,7 @@ class ComparisonRunner:
         self.abandon_after_s = abandon_after_s
         self.runs: dict[int, ComparisonRun] = {}
         self.accepting = True
+        self.unreachable: dict[str, str | None] = {}  # model id → why it cannot be loaded here
 
     # --- starting ----------------------------------------------------------------------------------
 
@@ -100,7 +102,7 @@ class ComparisonRunner:
               params: dict[str, Any]) -> tuple[str, list[CheckedImage], list[str], dict[str, Any]]:
         """Every check on a request, before anything is stored or started."""
         return (check_prompt(prompt, self.limits), check_images(uploads, self.limits),
-                check_models(models, self.catalog, self.limits), check_params(params, self.limits))
+                check_models(models, self.catalog, self.limits, self.unreachable), check_params(params, self.limits))
 
     async def submit(self, prompt: str | None, uploads: list[Upload], models: list[str], params: dict[str, Any],
                      rater: str = "", blind: bool = False, stop_when_abandoned: bool = False) -> int:
@@ -114,6 +116,8 @@ class ComparisonRunner:
             raise InputError("server", "the server is shutting down; try again in a moment", 503)
         prompt, images, models, params = await asyncio.to_thread(self.check, prompt, uploads, models, params)
         specs = [self.catalog.get(model) for model in models]
+        if blind:  # panel order (and output ids) must not give away which model is which
+            random.shuffle(specs)
         note = "; ".join(image.note for image in images if image.note) or None
         created = await asyncio.to_thread(
             store.create_comparison, self.engine, self.data_dir, prompt, params, rater, blind,
@@ -161,13 +165,16 @@ class ComparisonRunner:
                     ticker.cancel()
                 self._set(run, output, "generating", since=time.time(), detail=None)
                 await asyncio.to_thread(self._record_runtime, output)
-                finish, ttft, total = await asyncio.wait_for(
-                    self._stream(run, output, backend, prompt, images, params), self.generation_timeout_s)
-        except TimeoutError:
-            message = f"no answer within the generation time limit of {self.generation_timeout_s:g} s"
-            await self._fail(run, output, message + "; the worker was restarted")
-            await self.pool.discard(spec.id, message)
-            return
+                try:
+                    finish, ttft, total = await asyncio.wait_for(
+                        self._stream(run, output, backend, prompt, images, params), self.generation_timeout_s)
+                except TimeoutError:
+                    message = f"no answer within the generation time limit of {self.generation_timeout_s:g} s"
+                    # still holding the lease: the stuck worker is the one stopped, never a fresh one
+                    if await self.pool.discard(spec.id, message):
+                        message += "; its worker was restarted"
+                    await self._fail(run, output, message)
+                    return
         except (PoolError, BackendError) as exc:
             await self._fail(run, output, str(exc))
             return
@@ -273,9 +280,11 @@ class ComparisonRunner:
             return
         queue: asyncio.Queue[PanelEvent] = asyncio.Queue()
         run.subscribers.add(queue)
+        # taken with no await after subscribing: later text reaches this follower once, through the queue
+        snapshots = [output.snapshot() for output in run.outputs.values()]
         try:
-            for output in run.outputs.values():
-                yield output.snapshot()
+            for snapshot in snapshots:
+                yield snapshot
             if run.done.is_set():
                 yield PanelEvent(0, "", "end")
                 return

@@ -20,7 +20,6 @@ class Limits:
     max_prompt_chars: int = 4000
     max_models: int = 8
     max_new_tokens: int = 2048
-    max_note_chars: int = 10_000
 
     def help_text(self) -> str:
         return (f"Up to {self.max_images} images, {megabytes(self.max_image_bytes)} each and "

@@ -6,6 +6,7 @@ comparing models share the GPU under one budget.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator
@@ -69,23 +70,35 @@ async def chat_completions(request: Request) -> JSONResponse | EventSourceRespon
     except PoolError as exc:
         return _error(str(exc), 503, "model_unavailable")
     writer = ChunkWriter(chat.model)
-    answer = _answer(backend, wanted, writer, stack)
+    answer = _answer(backend, wanted, stack, state.pool, chat.model, state.settings.generation_timeout_s)
     if chat.stream:
         return EventSourceResponse(_sse(answer, writer))
     return await _complete(answer, writer)
 
 
-async def _answer(backend: Any, wanted: Any, writer: ChunkWriter,
-                  stack: contextlib.AsyncExitStack) -> AsyncIterator[tuple[str | Finish, float | None, float]]:
-    """Pieces with (time to first token, elapsed); releases the lease when done."""
+async def _answer(backend: Any, wanted: Any, stack: contextlib.AsyncExitStack, pool: Any, model: str,
+                  limit_s: float) -> AsyncIterator[tuple[str | Finish, float | None, float]]:
+    """Pieces with (time to first token, elapsed), within the generation time limit; releases the lease."""
     started = time.perf_counter()
     first: float | None = None
+    pieces = backend.stream(wanted.prompt, wanted.images, wanted.params)
     try:
-        async for piece in backend.stream(wanted.prompt, wanted.images, wanted.params):
+        while True:  # each wait bounded by what is left of the limit (time spent yielding counts too)
+            left = limit_s - (time.perf_counter() - started)
+            try:
+                piece = await asyncio.wait_for(anext(pieces), max(left, 0.001))
+            except StopAsyncIteration:
+                break
             if first is None and isinstance(piece, str):
                 first = time.perf_counter() - started
             yield piece, first, time.perf_counter() - started
+    except TimeoutError:
+        message = f"{model}: no answer within the generation time limit of {limit_s:g} s"
+        if await pool.discard(model, message):  # still leased: the stuck worker is the one stopped
+            message += "; its worker was restarted"
+        raise BackendError(message) from None
     finally:
+        await pieces.aclose()
         await stack.aclose()
 
 

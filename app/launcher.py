@@ -86,9 +86,6 @@ class ProcessWorker:
         await self.client.aclose()
         return self.process.returncode or 0
 
-    def stderr_tail(self, lines: int = 5) -> str:
-        return _tail(self.stderr_path, lines)
-
 
 def _tail(path: Path | None, lines: int) -> str:
     if path is None or not path.exists():

@@ -53,7 +53,7 @@ def create_app(settings: Settings) -> FastAPI:
                                   abandon_after_s=settings.abandon_after_s)
         app.state.settings, app.state.catalog, app.state.engine = settings, catalog, engine
         app.state.pool, app.state.runner, app.state.runtimes = pool, runner, runtimes
-        app.state.reachability = reachability(catalog)
+        app.state.reachability = runner.unreachable = reachability(catalog)
         app.state.budget_source = why
         log.info("pool budget %.2f GB (%s)", budget, why)
         await pool.start()

@@ -179,7 +179,9 @@ class ModelPool:
                     self._evict_locked(victim)
                 waiter = self._changed
             if victims:
-                await asyncio.gather(*(self._drain(v) for v in victims))
+                # shielded: a requester that gives up must not leave an evicted worker half-stopped
+                drains = [asyncio.create_task(self._drain(v)) for v in victims]
+                await asyncio.shield(asyncio.gather(*drains))
                 continue
             remaining = deadline - self.clock()
             if remaining <= 0:
@@ -240,12 +242,18 @@ class ModelPool:
             resident.ready.set_exception(Unavailable(f"{spec.id} failed to load: {message}"))
             resident.ready.exception()  # mark retrieved: waiters may all have gone
             return
+        if self._closed:  # the pool closed while this model loaded
+            self._resident.pop(spec.id, None)
+            await worker.terminate()
+            resident.ready.set_exception(Unavailable("the pool is shutting down"))
+            resident.ready.exception()
+            return
         resident.worker = worker
         resident.state = "ready"
         resident.loaded_at = self.clock()
         self.counters.loads += 1
         if worker.measured_gb:
-            self.sizes.record(spec.id, worker.measured_gb)
+            await asyncio.to_thread(self.sizes.record, spec.id, worker.measured_gb)
         resident.watcher = asyncio.create_task(self._watch(resident))
         resident.ready.set_result(None)
         self._signal()
@@ -260,6 +268,8 @@ class ModelPool:
                 self.counters.crashes += 1
                 log.warning("worker for %s exited unexpectedly (code %s)", resident.spec.id, code)
                 self._signal()
+        with contextlib.suppress(Exception):
+            await resident.worker.terminate()  # already gone: this only closes its client
 
     def _evict_locked(self, resident: Resident) -> None:
         del self._resident[resident.spec.id]
@@ -275,7 +285,7 @@ class ModelPool:
                 with contextlib.suppress(Exception):
                     await resident.worker.measure_gb()
                     if resident.worker.measured_gb:
-                        self.sizes.record(resident.spec.id, resident.worker.measured_gb)
+                        await asyncio.to_thread(self.sizes.record, resident.spec.id, resident.worker.measured_gb)
                 await resident.worker.terminate()
         finally:
             async with self._lock:
@@ -292,17 +302,19 @@ class ModelPool:
         await self._drain(resident)
         return True
 
-    async def discard(self, model_id: str, reason: str) -> None:
-        """Stop a worker that misbehaves (hung past the time limit), leased or not; the next use reloads."""
+    async def discard(self, model_id: str, reason: str) -> bool:
+        """Stop a worker that misbehaves (hung past the time limit), leased or not; the next use reloads.
+        False when the model has no local worker (remote, or already gone)."""
         async with self._lock:
             resident = self._resident.get(model_id)
             if resident is None or resident.state != "ready":
-                return
+                return False
             log.warning("discarding the worker for %s: %s", model_id, reason)
             self._evict_locked(resident)
             self.counters.evictions -= 1
             self.counters.crashes += 1
         await self._drain(resident)
+        return True
 
     # --- lifecycle ---------------------------------------------------------------------------------
 
@@ -335,6 +347,9 @@ class ModelPool:
                 if resident.state == "ready":
                     self._evict_locked(resident)
         await asyncio.gather(*(self._drain(r) for r in residents if r.state == "ready"), return_exceptions=True)
+        loading = [r.ready for r in residents if r.state == "loading"]
+        if loading:  # each stops its worker as soon as it is up (see _load)
+            await asyncio.wait(loading, timeout=60)
         for backend in self._remote.values():
             await backend.aclose()
 

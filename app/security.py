@@ -46,10 +46,12 @@ class Security:
                                    [(b"www-authenticate", b"Bearer")])
                 return
 
+        remember = bool(token_from_query) and self._matches(token_from_query)
+
         async def with_headers(message: dict) -> None:
             if message["type"] == "http.response.start":
                 message["headers"] = [*message.get("headers", []), *HEADERS]
-                if token_from_query:
+                if remember:
                     cookie = f"{TOKEN_COOKIE}={token_from_query}; HttpOnly; SameSite=Strict; Path=/"
                     message["headers"].append((b"set-cookie", cookie.encode()))
             await send(message)
@@ -66,8 +68,10 @@ class Security:
             offered.append(cookie[TOKEN_COOKIE].value)
         if from_query:
             offered.append(from_query)
-        expected = (self.auth_token or "").encode()
-        return any(hmac.compare_digest(token.encode(), expected) for token in offered)
+        return any(self._matches(token) for token in offered)
+
+    def _matches(self, token: str) -> bool:
+        return hmac.compare_digest(token.encode(), (self.auth_token or "").encode())
 
     @staticmethod
     async def _refuse(send: Any, status: int, detail: str, extra: list | None = None) -> None:

@@ -61,7 +61,9 @@ def check_prompt(prompt: str | None, limits: Limits) -> str:
     return prompt
 
 
-def check_models(models: list[str], catalog: Catalog, limits: Limits) -> list[str]:
+def check_models(models: list[str], catalog: Catalog, limits: Limits,
+                 unreachable: dict[str, str | None] | None = None) -> list[str]:
+    """Known, available, reachable models, each once, at most `limits.max_models`."""
     if not models:
         raise InputError("models", "pick at least one model")
     if len(models) > limits.max_models:
@@ -76,6 +78,9 @@ def check_models(models: list[str], catalog: Catalog, limits: Limits) -> list[st
             raise InputError("models", f"unknown model '{model}'") from None
         if not spec.available:
             raise InputError("models", f"{model} is unavailable: {spec.unavailable_reason}")
+        reason = (unreachable or {}).get(model)
+        if reason:
+            raise InputError("models", f"{model} cannot be loaded here: {reason}")
     return models
 
 

@@ -23,18 +23,16 @@ from markupsafe import escape
 from PIL import Image as PILImage
 
 from app import store
-from app.api import rater_of, read_comparison_form
+from app.api import RATER_MAX_CHARS, rater_of, read_comparison_form
 from app.db import session
 from app.pool import PoolError
 from app.resources import TEMPLATES_DIR
-from app.tables import UNFINISHED_STATUSES, Output
+from app.tables import FINISHED_STATUSES, UNFINISHED_STATUSES, Output
 from app.validation import MAX_ID, InputError, RowId
 
 HISTORY_PAGE_SIZE = 20
 RATER_COOKIE = "rater"
-RATER_MAX_CHARS = 200
 ERROR_SLOTS = ("images", "prompt", "models", "max_new_tokens", "temperature", "seed", "form")
-FINISHED = ("done", "error", "interrupted")
 
 env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES_DIR), autoescape=True,
                          trim_blocks=True, lstrip_blocks=True)
@@ -317,7 +315,7 @@ async def comparison_events(request: Request, comparison_id: RowId,
             yield ServerSentEvent(raw_data="end", event="end")
             return
         oid = event.output_id
-        finished = event.state in FINISHED
+        finished = event.state in FINISHED_STATUSES
         if finished and event.kind in ("snapshot", "done", "error"):
             await source.refresh()
         if event.kind == "text":

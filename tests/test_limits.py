@@ -355,3 +355,15 @@ def test_a_chunked_body_over_the_request_limit_is_413_and_stores_nothing(live_se
         assert response.status_code == 413, response.text
         assert "request body" in response.text and f"{limit // MB} MB" in response.text
     assert _stored(live_server) == before
+
+
+def test_a_model_that_cannot_be_loaded_here_is_refused_when_picked():
+    from app.catalog import parse_catalog
+    from app.config import Limits
+    from app.validation import InputError, check_models
+
+    catalog = parse_catalog({"models": [{"id": "far", "repo": "org/far", "family": "llava", "min_gpu_gb": 1}]})
+    with pytest.raises(InputError) as caught:
+        check_models(["far"], catalog, Limits(), {"far": "not in the local Hugging Face cache"})
+    assert caught.value.status_code == 422 and caught.value.field == "models"
+    assert "far cannot be loaded here: not in the local Hugging Face cache" in caught.value.message

@@ -247,3 +247,38 @@ async def test_fake_loading_detail_is_reported_while_a_model_starts():
     assert pool.status()["resident"][0]["detail"].startswith("runtime hf-4.48")
     await task
     assert pool.loading_detail("a") is None
+
+
+async def test_fake_requester_cancelled_while_evicting_still_stops_the_victim():
+    """A request that gives up (page closed, client gone) mid-eviction must not leave the evicted worker
+    running outside the pool's accounting."""
+    pool, launcher = make_pool(10, a=6, b=6)
+    await use(pool, "a")
+    victim = launcher.workers["a"]
+    slow_terminate = victim.terminate
+
+    async def terminate_slowly() -> int:
+        await asyncio.sleep(0.2)
+        return await slow_terminate()
+
+    victim.terminate = terminate_slowly
+    request = asyncio.create_task(use(pool, "b"))
+    await asyncio.sleep(0.05)  # b's request is now waiting for a to stop
+    request.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await request
+    await asyncio.sleep(0.3)
+    assert "a" not in launcher.memory.held, "the evicted worker was stopped all the same"
+    await use(pool, "b")
+    assert launcher.memory.peak <= 10
+
+
+async def test_fake_close_stops_a_model_that_was_still_loading():
+    pool, launcher = make_pool(10, a=4)
+    launcher.load_s = 0.2
+    request = asyncio.create_task(use(pool, "a"))
+    await asyncio.sleep(0.05)
+    await pool.close()
+    with pytest.raises(Unavailable):
+        await request
+    assert launcher.memory.held == {} and pool.status()["resident"] == []

@@ -88,3 +88,30 @@ def test_lying_content_length_does_not_help(open_client):
                                 headers={"Content-Length": str(60 * 1024 * 1024),
                                          "Content-Type": "multipart/form-data; boundary=x"})
     assert response.status_code == 413
+
+
+def test_a_query_token_becomes_a_cookie_only_when_it_is_right(tiny_catalog_path, tmp_path):
+    with client(tiny_catalog_path, tmp_path, auth_token="s3cret") as c:
+        forged = c.get("/api/pool", params={"token": "attacker; Path=/api"}, headers={"Authorization": "Bearer s3cret"})
+        assert forged.status_code == 200 and "set-cookie" not in forged.headers
+
+
+def test_too_many_files_is_413_naming_the_limit(open_client):
+    files = [("images", (f"{i}.png", b"x", "image/png")) for i in range(40)]
+    response = open_client.post("/api/comparisons", data={"prompt": "hi", "models": "tiny-llava"}, files=files)
+    assert response.status_code == 413
+    assert response.json()["field"] == "images" and "the limit is 8 images" in response.json()["detail"]
+
+
+def test_control_characters_in_a_rater_name_are_dropped(open_client):
+    from starlette.requests import Request
+
+    from app.api import rater_of
+
+    def request(cookie: str) -> Request:
+        scope = {"type": "http", "headers": [(b"cookie", cookie.encode())], "app": open_client.app}
+        return Request(scope)
+
+    assert rater_of(request("rater=x%00y"), None) == "xy"
+    assert rater_of(request(""), "bob\x00\n") == "bob"
+    assert rater_of(request(""), "\x00") == "anonymous"
