@@ -321,6 +321,10 @@ def test_blind_panels_hide_names_until_rated(client: TestClient) -> None:
         assert f'id="name-{output_id}">{name[model]}' in again and again.count("(hidden until rated)") == 2
     finally:
         client.cookies.clear()
+    history = client.get("/history").text  # the history does not give the unrated ones away either
+    entry = history.split(f"Comparison {comparison['id']}<")[1].split("</li>\n</ul>")[0]
+    assert entry.count("hidden until rated") == 2 and name[model] in entry
+    assert sum(label in entry for label in name.values()) == 1
 
 
 # ---------------------------------------------------------------- history, pool, images
