@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import os
+import secrets
 import signal
 import sys
 import time
@@ -18,7 +19,7 @@ import httpx
 
 from app.backend import BackendError, OpenAIBackend
 from app.catalog import ModelSpec
-from app.worker import EVENT_PREFIX
+from app.worker import EVENT_PREFIX, TOKEN_ENV
 
 GB = 1024**3
 
@@ -143,7 +144,9 @@ class ProcessLauncher:
         self.progress[spec.id] = "loading weights"
         self.log_dir.mkdir(parents=True, exist_ok=True)
         stderr_path = self.log_dir / f"{spec.id}.log"
-        env = {**os.environ, "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false", **self.env}
+        token = secrets.token_urlsafe(24)
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false", **self.env,
+               TOKEN_ENV: token}
         if spec.runtime != "default":
             env.pop("PYTHONPATH", None)  # it would put the app's transformers before the runtime's pin
         with stderr_path.open("ab") as stderr:
@@ -166,7 +169,8 @@ class ProcessLauncher:
                 await process.wait()
             raise
         client = httpx.AsyncClient(timeout=httpx.Timeout(10.0, read=None), trust_env=False,
-                                   limits=httpx.Limits(max_keepalive_connections=16))
+                                   limits=httpx.Limits(max_keepalive_connections=16),
+                                   headers={"Authorization": f"Bearer {token}"})
         backend = WorkerBackend(f"http://127.0.0.1:{port}/v1", spec.id, client=client, label=spec.id, process=process)
         memory = ready.get("memory", {}).get("bytes")
         worker = ProcessWorker(spec, process, port, backend, client,

@@ -12,6 +12,7 @@ import argparse
 import asyncio
 import contextlib
 import ctypes
+import hmac
 import json
 import os
 import signal
@@ -32,6 +33,7 @@ from app.catalog import ModelSpec
 from app.protocol import ChatInput, ChatRequest, ChunkWriter, ProtocolError, chat_input, error_body
 
 EVENT_PREFIX = "VLM-WORKER "
+TOKEN_ENV = "VLM_WORKER_TOKEN"  # set by the launcher; read once and removed from the environment
 _DONE = object()
 
 
@@ -158,9 +160,21 @@ async def generate_async(state: WorkerState, request: ChatInput, images: list[An
             state.memory.now()
 
 
-def create_worker_app(state: WorkerState) -> FastAPI:
-    """The worker's HTTP API."""
+def create_worker_app(state: WorkerState, token: str | None = None) -> FastAPI:
+    """The worker's HTTP API. With `token` (the pool sets one), every route but /health needs it as a
+    bearer token, so other users of a shared host cannot reach the model past the server's checks."""
     app = FastAPI(title=f"vlm-playground worker: {state.spec.id}", docs_url=None, redoc_url=None)
+
+    if token:
+        expected = f"Bearer {token}".encode()
+
+        @app.middleware("http")
+        async def require_token(request: Request, call_next: Any) -> Any:
+            offered = request.headers.get("authorization", "").encode()
+            if request.url.path != "/health" and not hmac.compare_digest(offered, expected):
+                return JSONResponse(error_body("this worker answers only its playground", "unauthorized"),
+                                    status_code=401)
+            return await call_next(request)
 
     @app.get("/health")
     async def health() -> JSONResponse:
@@ -314,7 +328,8 @@ def main(argv: list[str] | None = None) -> int:
         limit_cpu_threads()
     import uvicorn
 
-    server = uvicorn.Server(uvicorn.Config(create_worker_app(state), log_level="warning", access_log=False,
+    app = create_worker_app(state, os.environ.pop(TOKEN_ENV, None) or None)
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False,
                                            timeout_graceful_shutdown=5))
     threading.Thread(target=state.load, name="load", daemon=True).start()
     server.run(sockets=[sock])

@@ -206,3 +206,20 @@ def test_worker_exits_when_its_parent_dies(tiny_catalog, tmp_path: Path):
 
         time.sleep(0.05)
     assert not alive(worker_pid)
+
+
+async def test_a_pool_worker_answers_only_its_playground(pool):
+    """Other users of a shared host cannot reach a worker's model around the server's checks."""
+    import httpx
+
+    await ask(pool, MODELS[0], tokens=2)
+    worker = pool._resident[MODELS[0]].worker
+    async with httpx.AsyncClient() as outsider:
+        base = f"http://127.0.0.1:{worker.port}"
+        assert (await outsider.get(f"{base}/health")).status_code == 200
+        refused = await outsider.post(f"{base}/v1/chat/completions", json={"messages": [{"role": "user",
+                                                                                          "content": "hi"}]})
+        assert refused.status_code == 401
+        assert (await outsider.get(f"{base}/memory")).status_code == 401
+    _, finish = await ask(pool, MODELS[0], tokens=2)  # the pool itself still gets answers
+    assert finish.completion_tokens >= 1
