@@ -13,10 +13,10 @@ from typing import Any
 import httpx
 
 from app.adapters.base import Finish, GenerationParams, Piece
-from app.protocol import ImagePart, user_message
+from app.protocol import ImagePart, ModelFailure, user_message
 
 
-class BackendError(RuntimeError):
+class BackendError(ModelFailure):
     """A model server that failed to answer; the message says what happened."""
 
 

@@ -14,13 +14,13 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
-from fastapi.sse import EventSourceResponse, format_sse_event
+from fastapi.sse import EventSourceResponse
 from pydantic import ValidationError
 
 from app.adapters.base import Finish
 from app.backend import BackendError
 from app.pool import Busy, PoolError, TooLarge
-from app.protocol import ChatRequest, ChunkWriter, ProtocolError, chat_input, error_body
+from app.protocol import ChatRequest, ChunkWriter, ProtocolError, chat_input, error_body, sse_answer, whole_answer
 from app.validation import InputError, Upload, check_images
 
 router = APIRouter(prefix="/v1", tags=["openai"])
@@ -72,8 +72,8 @@ async def chat_completions(request: Request) -> JSONResponse | EventSourceRespon
     writer = ChunkWriter(chat.model)
     answer = _answer(backend, wanted, stack, state.pool, chat.model, state.settings.generation_timeout_s)
     if chat.stream:
-        return EventSourceResponse(_sse(answer, writer))
-    return await _complete(answer, writer)
+        return EventSourceResponse(sse_answer(answer, writer))
+    return await whole_answer(answer, writer, failure_status=502)
 
 
 async def _answer(backend: Any, wanted: Any, stack: contextlib.AsyncExitStack, pool: Any, model: str,
@@ -100,30 +100,3 @@ async def _answer(backend: Any, wanted: Any, stack: contextlib.AsyncExitStack, p
     finally:
         await pieces.aclose()
         await stack.aclose()
-
-
-async def _sse(answer: AsyncIterator, writer: ChunkWriter) -> AsyncIterator[bytes]:
-    yield format_sse_event(data_str=writer.role())
-    try:
-        async for piece, first, elapsed in answer:
-            if isinstance(piece, Finish):
-                yield format_sse_event(data_str=writer.finish(piece, first, elapsed))
-            else:
-                yield format_sse_event(data_str=writer.text(piece))
-    except BackendError as exc:
-        import json
-
-        yield format_sse_event(data_str=json.dumps(error_body(str(exc), "model_error", "model_error")))
-    yield format_sse_event(data_str="[DONE]")
-
-
-async def _complete(answer: AsyncIterator, writer: ChunkWriter) -> JSONResponse:
-    pieces: list[str] = []
-    try:
-        async for piece, first, elapsed in answer:
-            if isinstance(piece, Finish):
-                return JSONResponse(writer.completion("".join(pieces), piece, first, elapsed))
-            pieces.append(piece)
-    except BackendError as exc:
-        return _error(str(exc), 502, "model_error", "model_error")
-    return _error("the model ended without an answer", 502, "model_error")

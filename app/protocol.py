@@ -11,6 +11,7 @@ import binascii
 import json
 import time
 import uuid
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -162,3 +163,49 @@ def timing(finish: Finish, ttft_s: float | None, total_s: float) -> dict[str, An
 def error_body(message: str, kind: str = "invalid_request_error",
                code: Literal["bad_request", "model_error", "busy"] | None = None) -> dict[str, Any]:
     return {"error": {"message": message, "type": kind, "code": code}}
+
+
+Timed = tuple[Any, float | None, float]  # (text piece or Finish, time to first token, elapsed)
+
+
+class ModelFailure(RuntimeError):
+    """A model or model server that failed to answer; its message is written for people."""
+
+
+def describe_failure(exc: BaseException) -> str:
+    """A failure for the client: our own messages as they are, anything else with its type."""
+    return str(exc) if isinstance(exc, ModelFailure | ProtocolError) else f"{type(exc).__name__}: {exc}"
+
+
+async def sse_answer(answer: AsyncIterator[Timed], writer: ChunkWriter) -> AsyncIterator[bytes]:
+    """SSE chunks: role, text pieces, a final chunk with usage and timing, then [DONE]. A failure
+    mid-answer is told in-band, as OpenAI-compatible servers do."""
+    from fastapi.sse import format_sse_event
+
+    yield format_sse_event(data_str=writer.role())
+    try:
+        async for piece, first, elapsed in answer:
+            if isinstance(piece, Finish):
+                yield format_sse_event(data_str=writer.finish(piece, first, elapsed))
+            else:
+                yield format_sse_event(data_str=writer.text(piece))
+    except Exception as exc:
+        yield format_sse_event(data_str=json.dumps(error_body(describe_failure(exc), "model_error", "model_error")))
+    yield format_sse_event(data_str="[DONE]")
+
+
+async def whole_answer(answer: AsyncIterator[Timed], writer: ChunkWriter, failure_status: int) -> Any:
+    """A non-streamed completion, or an error with `failure_status` when the model fails."""
+    from fastapi.responses import JSONResponse
+
+    pieces: list[str] = []
+    try:
+        async for piece, first, elapsed in answer:
+            if isinstance(piece, Finish):
+                return JSONResponse(writer.completion("".join(pieces), piece, first, elapsed))
+            pieces.append(piece)
+    except Exception as exc:
+        return JSONResponse(error_body(describe_failure(exc), "model_error", "model_error"),
+                            status_code=failure_status)
+    return JSONResponse(error_body("the model ended without token counts", "model_error", "model_error"),
+                        status_code=failure_status)

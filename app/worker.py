@@ -25,12 +25,21 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
-from fastapi.sse import EventSourceResponse, format_sse_event
+from fastapi.sse import EventSourceResponse
 from pydantic import ValidationError
 
 from app.adapters.base import Finish, ModelLoadError, Piece
 from app.catalog import ModelSpec
-from app.protocol import ChatInput, ChatRequest, ChunkWriter, ProtocolError, chat_input, error_body
+from app.protocol import (
+    ChatInput,
+    ChatRequest,
+    ChunkWriter,
+    ProtocolError,
+    chat_input,
+    error_body,
+    sse_answer,
+    whole_answer,
+)
 
 EVENT_PREFIX = "VLM-WORKER "
 TOKEN_ENV = "VLM_WORKER_TOKEN"  # set by the launcher; read once and removed from the environment
@@ -214,8 +223,8 @@ def create_worker_app(state: WorkerState, token: str | None = None) -> FastAPI:
         writer = ChunkWriter(chat.model or state.spec.id)
         answer = timed(state, wanted, images)
         if chat.stream:
-            return EventSourceResponse(stream_chunks(answer, writer))
-        return await complete(answer, writer)
+            return EventSourceResponse(sse_answer(answer, writer))
+        return await whole_answer(answer, writer, failure_status=500)
 
     return app
 
@@ -235,35 +244,6 @@ async def timed(state: WorkerState, wanted: ChatInput,
                 yield piece, first, now
         finally:
             state.active -= 1
-
-
-async def stream_chunks(answer: AsyncIterator, writer: ChunkWriter) -> AsyncIterator[bytes]:
-    """SSE chunks: role, text pieces, a final chunk with usage and timing, then [DONE]."""
-    yield format_sse_event(data_str=writer.role())
-    try:
-        async for piece, first, elapsed in answer:
-            if isinstance(piece, Finish):
-                yield format_sse_event(data_str=writer.finish(piece, first, elapsed))
-            else:
-                yield format_sse_event(data_str=writer.text(piece))
-    except Exception as exc:  # the model failed mid-answer: tell the client in-band
-        body = error_body(f"{type(exc).__name__}: {exc}", "model_error", "model_error")
-        yield format_sse_event(data_str=json.dumps(body))
-    yield format_sse_event(data_str="[DONE]")
-
-
-async def complete(answer: AsyncIterator, writer: ChunkWriter) -> JSONResponse:
-    """A non-streamed answer."""
-    pieces: list[str] = []
-    try:
-        async for piece, first, elapsed in answer:
-            if isinstance(piece, Finish):
-                return JSONResponse(writer.completion("".join(pieces), piece, first, elapsed))
-            pieces.append(piece)
-    except Exception as exc:
-        return JSONResponse(error_body(f"{type(exc).__name__}: {exc}", "model_error", "model_error"),
-                            status_code=500)
-    return JSONResponse(error_body("the model ended without token counts", "model_error"), status_code=500)
 
 
 def die_with_parent() -> None:
