@@ -322,7 +322,8 @@ def test_blind_panels_hide_names_until_rated(client: TestClient) -> None:
     finally:
         client.cookies.clear()
     history = client.get("/history").text  # the history does not give the unrated ones away either
-    entry = history.split(f"Comparison {comparison['id']}<")[1].split("</li>\n</ul>")[0]
+    entry = next(item for item in history.split('<li class="history-item">')
+                 if f">Comparison {comparison['id']}<" in item)
     assert entry.count("hidden until rated") == 2 and name[model] in entry
     assert sum(label in entry for label in name.values()) == 1
 
