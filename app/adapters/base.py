@@ -6,6 +6,7 @@ torch and transformers only inside functions.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
@@ -285,6 +286,25 @@ def from_pretrained_kwargs(spec: ModelSpec, dtype: Any) -> dict[str, Any]:
     if spec.revision and spec.revision != "main" and not spec.tiny:
         kwargs["revision"] = spec.revision
     return kwargs
+
+
+@contextlib.contextmanager
+def explained_load_errors(spec: ModelSpec) -> Iterator[None]:
+    """Any failure while loading becomes a ModelLoadError that says why (see `explain_load_error`)."""
+    try:
+        yield
+    except Exception as exc:
+        raise explain_load_error(exc, spec) from exc
+
+
+def load_pretrained(spec: ModelSpec, device: str, dtype: Any, model_class: Any, helper_class: Any,
+                    **helper_options: Any) -> tuple[Any, Any]:
+    """The model (on `device`, in eval mode) and its processor or tokenizer, loaded from `spec.repo`."""
+    kwargs = from_pretrained_kwargs(spec, torch_dtype(dtype or spec.dtype, device))
+    with explained_load_errors(spec):
+        helper = helper_class.from_pretrained(spec.repo, **helper_options, **loader_kwargs(kwargs))
+        model = model_class.from_pretrained(spec.repo, **kwargs).to(device).eval()
+    return model, helper
 
 
 def loader_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:

@@ -14,12 +14,9 @@ from app.adapters.base import (
     Piece,
     StreamedCall,
     cancel_criteria,
-    explain_load_error,
-    from_pretrained_kwargs,
-    loader_kwargs,
+    load_pretrained,
     sampling_kwargs,
     seed_everything,
-    torch_dtype,
 )
 
 if TYPE_CHECKING:
@@ -41,14 +38,7 @@ class GenericAdapter(Adapter):
     def load(cls, spec: ModelSpec, device: str, dtype: Any = None) -> GenericAdapter:
         from transformers import AutoModelForImageTextToText, AutoProcessor
 
-        dtype = torch_dtype(dtype or spec.dtype, device)
-        kwargs = from_pretrained_kwargs(spec, dtype)
-        try:
-            processor = AutoProcessor.from_pretrained(spec.repo, **loader_kwargs(kwargs))
-            model = AutoModelForImageTextToText.from_pretrained(spec.repo, **kwargs)
-        except Exception as exc:
-            raise explain_load_error(exc, spec) from exc
-        model.to(device).eval()
+        model, processor = load_pretrained(spec, device, dtype, AutoModelForImageTextToText, AutoProcessor)
         return cls(spec, device, model, processor)
 
     def build_prompt(self, images: list[Image.Image], prompt: str) -> str:

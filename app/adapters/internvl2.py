@@ -24,12 +24,9 @@ from app.adapters.base import (
     StreamedCall,
     cancel_criteria,
     count_tokens,
-    explain_load_error,
-    from_pretrained_kwargs,
-    loader_kwargs,
+    load_pretrained,
     sampling_kwargs,
     seed_everything,
-    torch_dtype,
 )
 
 if TYPE_CHECKING:
@@ -122,16 +119,7 @@ class InternVL2Adapter(Adapter):
     def load(cls, spec: ModelSpec, device: str, dtype: Any = None) -> InternVL2Adapter:
         from transformers import AutoModel, AutoTokenizer
 
-        kwargs = from_pretrained_kwargs(spec, torch_dtype(dtype or spec.dtype, device))
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(
-                spec.repo, use_fast=False,
-                **loader_kwargs(kwargs),
-            )
-            model = AutoModel.from_pretrained(spec.repo, **kwargs)
-            model = model.to(device).eval()
-        except Exception as exc:
-            raise explain_load_error(exc, spec) from exc
+        model, tokenizer = load_pretrained(spec, device, dtype, AutoModel, AutoTokenizer, use_fast=False)
         return cls(spec, device, model, tokenizer)
 
     def encode(self, images: list[Image.Image]) -> tuple[Any, list[int]]:

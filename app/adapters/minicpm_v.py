@@ -27,11 +27,8 @@ from app.adapters.base import (
     StreamedCall,
     cancel_criteria,
     count_tokens,
-    explain_load_error,
-    from_pretrained_kwargs,
-    loader_kwargs,
+    load_pretrained,
     seed_everything,
-    torch_dtype,
 )
 
 if TYPE_CHECKING:
@@ -83,16 +80,8 @@ class MiniCPMVAdapter(Adapter):
     def load(cls, spec: ModelSpec, device: str, dtype: Any = None) -> MiniCPMVAdapter:
         from transformers import AutoModel, AutoTokenizer
 
-        kwargs = from_pretrained_kwargs(spec, torch_dtype(dtype or spec.dtype, device))
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(
-                spec.repo, **loader_kwargs(kwargs)
-            )
-            # The card loads 2.6 with attn_implementation="sdpa"; sdpa is the default where supported.
-            model = AutoModel.from_pretrained(spec.repo, **kwargs)
-            model = model.to(device).eval()
-        except Exception as exc:
-            raise explain_load_error(exc, spec) from exc
+        # The card loads 2.6 with attn_implementation="sdpa"; sdpa is the default where supported.
+        model, tokenizer = load_pretrained(spec, device, dtype, AutoModel, AutoTokenizer)
         return cls(spec, device, model, tokenizer)
 
     @staticmethod

@@ -19,12 +19,9 @@ from app.adapters.base import (
     Piece,
     StreamedCall,
     cancel_criteria,
-    explain_load_error,
-    from_pretrained_kwargs,
-    loader_kwargs,
+    load_pretrained,
     sampling_kwargs,
     seed_everything,
-    torch_dtype,
 )
 
 if TYPE_CHECKING:
@@ -48,15 +45,7 @@ class MolmoAdapter(Adapter):
     def load(cls, spec: ModelSpec, device: str, dtype: Any = None) -> MolmoAdapter:
         from transformers import AutoModelForCausalLM, AutoProcessor
 
-        kwargs = from_pretrained_kwargs(spec, torch_dtype(dtype or spec.dtype, device))
-        try:
-            processor = AutoProcessor.from_pretrained(
-                spec.repo, **loader_kwargs(kwargs)
-            )
-            model = AutoModelForCausalLM.from_pretrained(spec.repo, **kwargs)
-            model = model.to(device).eval()
-        except Exception as exc:
-            raise explain_load_error(exc, spec) from exc
+        model, processor = load_pretrained(spec, device, dtype, AutoModelForCausalLM, AutoProcessor)
         return cls(spec, device, model, processor)
 
     def encode(self, image: Image.Image, prompt: str) -> dict[str, Any]:

@@ -26,7 +26,7 @@ from app.adapters.base import (
     StreamedCall,
     cancel_criteria,
     count_tokens,
-    explain_load_error,
+    explained_load_errors,
     from_pretrained_kwargs,
     loader_kwargs,
     sampling_kwargs,
@@ -102,7 +102,7 @@ class MoondreamAdapter(Adapter):
 
         kwargs = from_pretrained_kwargs(spec, torch_dtype(dtype or spec.dtype, device))
         tokenizer_kwargs = loader_kwargs(kwargs)
-        try:
+        with explained_load_errors(spec):
             model = AutoModelForCausalLM.from_pretrained(spec.repo, **kwargs)
             model = model.to(device).eval()
             if cls.has_query_api(model):
@@ -114,8 +114,6 @@ class MoondreamAdapter(Adapter):
                         tokenizer = None
             else:
                 tokenizer = AutoTokenizer.from_pretrained(spec.repo, **tokenizer_kwargs)
-        except Exception as exc:
-            raise explain_load_error(exc, spec) from exc
         return cls(spec, device, model, tokenizer)
 
     @staticmethod
