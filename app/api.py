@@ -89,7 +89,7 @@ def _iso(value: Any) -> Any:
 
 
 def refusal(exc: InputError) -> JSONResponse:
-    return JSONResponse({"detail": exc.message if exc.field in exc.message else str(exc), "field": exc.field},
+    return JSONResponse({"detail": exc.detail, "field": exc.field},
                         status_code=exc.status_code)
 
 

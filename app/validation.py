@@ -26,6 +26,12 @@ class InputError(ValueError):
         self.message = message
         self.status_code = status_code
 
+    @property
+    def detail(self) -> str:
+        """The message, prefixed with the field unless it already names it (or the file it is about)."""
+        named = self.field.partition("[")[2].rstrip("]") or self.field
+        return self.message if named in self.message else f"{self.field}: {self.message}"
+
 
 @dataclass(frozen=True)
 class Upload:

@@ -219,7 +219,7 @@ async def compare(request: Request) -> Response:
         rater = current_rater(request, form.get("rater"))
         comparison_id = await runner.submit(prompt, uploads, models, params, rater, blind, stop_when_abandoned=True)
     except InputError as exc:
-        errors = {error_slot(exc.field): exc.message if exc.field in exc.message else str(exc)}
+        errors = {error_slot(exc.field): exc.detail}
         values = _form_values(prompt, models, params, blind)
         if is_htmx(request):
             context = base_context(request, errors=errors, oob=True)
