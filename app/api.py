@@ -77,7 +77,7 @@ def comparison_body(comparison: dict[str, Any]) -> dict[str, Any]:
             "backend": o["backend"], "runtime": o["runtime"], "transformers_version": o["transformers_version"],
             "status": o["status"], "text": o["text"], "error": o["error"], "ttft_s": o["ttft_s"],
             "total_s": o["total_s"], "tokens": o["tokens"], "prompt_tokens": o["prompt_tokens"],
-            "tokens_per_s": o["tokens_per_s"], "image_note": o["image_note"],
+            "tokens_per_s": o["tokens_per_s"], "image_note": o["image_note"], "params": o["params"],
             "ratings": [{"id": r["id"], "score": r["score"], "note": r["note"], "rater": r["rater"]}
                         for r in o.get("ratings", [])],
         } for o in comparison["outputs"]],

@@ -82,6 +82,7 @@ class OpenAIBackend:
             completion_tokens=int(usage.get("completion_tokens") or pieces),
             finish_reason=timing.get("finish_reason") or reason,
             image_note=timing.get("image_note"),
+            applied=timing.get("applied") if isinstance(timing.get("applied"), dict) else None,
         )
 
     async def aclose(self) -> None:

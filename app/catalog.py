@@ -9,6 +9,15 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from app.budget import (
+    BudgetOverride,
+    Capabilities,
+    InputBudget,
+    SupportsOverride,
+    resolve_budget,
+    resolve_capabilities,
+)
+
 ID_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 REMOTE_FAMILY = "remote"
 
@@ -55,6 +64,8 @@ class ModelSpec(BaseModel):
     unavailable_reason: str | None = None
     preload: bool = False
     tiny: bool = False
+    budget: BudgetOverride | None = None  # context, images, pixels; unset fields: the family's defaults
+    supports: SupportsOverride | None = None  # sampling, seed, streaming; unset: the family's defaults
     notes: str = ""
 
     @field_validator("id")
@@ -97,6 +108,18 @@ class ModelSpec(BaseModel):
     @property
     def display_repo(self) -> str:
         return self.original_repo or self.repo or ""
+
+    @property
+    def input_budget(self) -> InputBudget:
+        """The entry's budget over its family's; a single-image model takes at most one image."""
+        budget = resolve_budget(self.family, self.budget)
+        if not self.multi_image:
+            budget = budget.model_copy(update={"max_images": 1})
+        return budget
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return resolve_capabilities(self.family, self.supports)
 
 
 class Catalog(BaseModel):

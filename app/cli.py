@@ -58,6 +58,7 @@ def _model_rows(catalog: Catalog, data_dir: Path) -> list[dict]:
             "trust_remote_code": spec.trust_remote_code, "runtime": spec.runtime, "endpoint": spec.endpoint,
             "gated": spec.gated, "licence": spec.licence, "scores": spec.scores, "available": spec.available,
             "unavailable_reason": spec.unavailable_reason, "notes": spec.notes,
+            "input_budget": spec.input_budget.model_dump(), "capabilities": spec.capabilities.model_dump(),
         })
     return rows
 
@@ -67,8 +68,8 @@ def cmd_models(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(rows, indent=1, ensure_ascii=False))
         return 0
-    header = ("id", "family", "min GB", "source", "measured", "planned", "runtime", "images", "languages",
-              "status")
+    header = ("id", "family", "min GB", "source", "measured", "planned", "runtime", "images", "context",
+              "decoding", "languages", "status")
     table = [header]
     for row in rows:
         status = "ok" if row["available"] else "unavailable"
@@ -77,12 +78,23 @@ def cmd_models(args: argparse.Namespace) -> int:
         table.append((
             row["id"], row["family"] or "-", _gb(row["min_gpu_gb"]), row["min_gpu_gb_source"],
             _gb(row["measured_gb"]), _gb(row["planned_gb"]), row["runtime"],
-            "multi" if row["multi_image"] else "one", ",".join(row["languages"]) or "-", status,
+            "multi" if row["multi_image"] else "one", _context(row["input_budget"]["context_tokens"]),
+            _decoding(row["capabilities"]), ",".join(row["languages"]) or "-", status,
         ))
     widths = [max(len(str(r[i])) for r in table) for i in range(len(header))]
     for row in table:
         print("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
     return 0
+
+
+def _context(tokens: int | None) -> str:
+    return "-" if tokens is None else f"{tokens:,}"
+
+
+def _decoding(capabilities: dict) -> str:
+    if not capabilities["sampling"]:
+        return "greedy only"
+    return "sampling" if capabilities["seed"] else "sampling, no seed"
 
 
 def _gb(value: float | None) -> str:

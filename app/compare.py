@@ -191,7 +191,8 @@ class ComparisonRunner:
         stats = {"ttft_s": _round(ttft), "total_s": _round(total), "tokens": finish.completion_tokens,
                  "prompt_tokens": finish.prompt_tokens,
                  "tokens_per_s": _round(finish.completion_tokens / total if total else None),
-                 "image_note": finish.image_note, "finish_reason": finish.finish_reason}
+                 "image_note": finish.image_note, "finish_reason": finish.finish_reason,
+                 "applied": finish.applied, "param_notes": (finish.applied or {}).get("notes") or []}
         await asyncio.to_thread(self._record_done, output, stats)
         output.state = "done"
         output.info.update(stats)
@@ -233,8 +234,13 @@ class ComparisonRunner:
             store.update_output(self.engine, output.output_id, status="generating")
 
     def _record_done(self, output: OutputRun, stats: dict[str, Any]) -> None:
+        changed: dict[str, Any] = {}
         if stats.get("image_note"):
-            store.update_output(self.engine, output.output_id, image_note=stats["image_note"])
+            changed["image_note"] = stats["image_note"]
+        if stats.get("applied"):  # what the model really used replaces what was asked for
+            changed["params"] = stats["applied"]
+        if changed:
+            store.update_output(self.engine, output.output_id, **changed)
         store.finish_output(self.engine, output.output_id, status="done", text="".join(output.text),
                             ttft_s=stats["ttft_s"], total_s=stats["total_s"], prompt_tokens=stats["prompt_tokens"],
                             tokens=stats["tokens"], tokens_per_s=stats["tokens_per_s"])
@@ -307,6 +313,7 @@ class ComparisonRunner:
         for output in comparison["outputs"]:
             info = {key: output.get(key) for key in ("ttft_s", "total_s", "tokens", "prompt_tokens",
                                                      "tokens_per_s", "image_note")}
+            info["param_notes"] = (output.get("params") or {}).get("notes") or []
             if output.get("error"):
                 info["message"] = output["error"]
             events.append(PanelEvent(output["id"], output["model"], "snapshot", output["status"],

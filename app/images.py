@@ -62,18 +62,27 @@ def grid(images: list[Image.Image], cell: int = 448, gap: int = 8) -> Image.Imag
     return canvas
 
 
-def prepare_for_model(images: list[Image.Image], multi_image: bool) -> PreparedImages:
-    """Normalise images; a single-image model gets several combined into one grid, and a note says so."""
+def prepare_for_model(images: list[Image.Image], max_images: int | None) -> PreparedImages:
+    """Normalise images; a model that takes fewer than were given gets them combined into one grid,
+    and a note says so."""
     if not images:
         raise ImageError("at least one image is required")
     normalised = [normalise(image) for image in images]
-    if multi_image or len(normalised) == 1:
+    if max_images is None or len(normalised) <= max_images:
         return PreparedImages(normalised)
     combined = grid(normalised)
     columns = math.ceil(math.sqrt(len(normalised)))
     rows = math.ceil(len(normalised) / columns)
+    takes = "one image" if max_images == 1 else f"at most {max_images} images"
     note = (
-        f"this model takes one image: the {len(normalised)} images were combined into one "
+        f"this model takes {takes}: the {len(normalised)} images were combined into one "
         f"{columns}×{rows} grid (left to right, top to bottom)"
     )
     return PreparedImages([combined], note)
+
+
+def grid_note(count: int, why: str) -> str:
+    """The note for `count` images combined into one grid, for the reason given."""
+    columns = math.ceil(math.sqrt(count))
+    rows = math.ceil(count / columns)
+    return f"the {count} images were combined into one {columns}×{rows} grid (left to right, top to bottom): {why}"

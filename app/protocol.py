@@ -157,7 +157,7 @@ def usage(finish: Finish) -> dict[str, int]:
 
 def timing(finish: Finish, ttft_s: float | None, total_s: float) -> dict[str, Any]:
     return {"ttft_s": None if ttft_s is None else round(ttft_s, 4), "total_s": round(total_s, 4),
-            "image_note": finish.image_note, "finish_reason": finish.finish_reason}
+            "image_note": finish.image_note, "finish_reason": finish.finish_reason, "applied": finish.applied}
 
 
 def error_body(message: str, kind: str = "invalid_request_error",

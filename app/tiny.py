@@ -38,6 +38,14 @@ TINY_FAMILIES: dict[str, tuple[str, bool, str]] = {
 }
 
 
+TINY_CONTEXT = 1024  # max_position_embeddings of every tiny text model
+# The tiny Qwen processors resize to 28²..56² pixels (1 to 4 image tokens): their budget says the same.
+TINY_BUDGETS: dict[str, dict[str, int]] = {
+    family: {"context_tokens": TINY_CONTEXT, "min_pixels": 28 * 28, "max_pixels": 56 * 56}
+    for family in ("qwen2_vl", "qwen2_5_vl")
+}
+
+
 def _tokenizer(specials: list[str], named: dict[str, str] | None = None, **tokens: str) -> Any:
     """A byte-level BPE trained on `CORPUS`; `named` become attributes like `tokenizer.image_token`."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
@@ -112,12 +120,8 @@ def _build_paligemma() -> tuple[Any, Any]:
                      bos_token="<bos>", eos_token="<eos>", unk_token="<unk>", pad_token="<pad>")
     images = SiglipImageProcessorPil(size={"height": 32, "width": 32})
     images.image_seq_length = 16
-    # pt checkpoints have no chat template: images, then the task-prefixed text.
-    template = ("{% for message in messages %}{% if message['role'] == 'user' %}"
-                "{% for c in message['content'] %}{% if c['type'] == 'image' %}<image>{% endif %}{% endfor %}"
-                "{% for c in message['content'] %}{% if c['type'] == 'text' %}{{ c['text'] }}{% endif %}"
-                "{% endfor %}{% endif %}{% endfor %}")
-    processor = PaliGemmaProcessor(image_processor=images, tokenizer=tok, chat_template=template)
+    # Like the real pt checkpoints, no chat template: the adapter builds the "<image>…<bos>prefix\n" prompt.
+    processor = PaliGemmaProcessor(image_processor=images, tokenizer=tok)
     vocab = _vocab(tok)  # after the processor added its <loc>/<seg> tokens
     config = PaliGemmaConfig(
         vision_config=dict(model_type="siglip_vision_model", hidden_size=32, intermediate_size=64,
@@ -349,6 +353,7 @@ def tiny_spec(family: str) -> dict[str, Any]:
         "languages_note": "random weights: answers are gibberish by design",
         "licence": "apache-2.0",
         "tiny": True,
+        "budget": TINY_BUDGETS.get(family, {"context_tokens": TINY_CONTEXT}),
         "notes": f"Random-weight demo of the {stands_for} architecture, built offline; answers are gibberish.",
     }
 

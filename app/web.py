@@ -24,6 +24,7 @@ from PIL import Image as PILImage
 
 from app import store
 from app.api import RATER_MAX_CHARS, rater_of, read_comparison_form
+from app.catalog import ModelSpec
 from app.db import session
 from app.pool import PoolError
 from app.resources import TEMPLATES_DIR
@@ -128,8 +129,26 @@ def models_view(request: Request) -> list[dict[str, Any]]:
             "disabled": bool(reason), "languages": spec.languages, "languages_note": spec.languages_note,
             "scores": spec.scores, "tiny": spec.tiny, "multi_image": spec.multi_image, "notes": spec.notes,
             "remote": spec.is_remote, "failure": failures.get(spec.id),
+            "limits": capability_badges(spec),
         })
     return rows
+
+
+def capability_badges(spec: ModelSpec) -> list[tuple[str, str]]:
+    """(badge, explanation) pairs for what a model cannot do or take, shown on its card."""
+    badges: list[tuple[str, str]] = []
+    caps, budget = spec.capabilities, spec.input_budget
+    if not caps.sampling:
+        badges.append(("greedy only", "this model decodes greedily: temperature and top_p are ignored"))
+    elif not caps.seed:
+        badges.append(("no seed", "this model's sampling cannot be seeded: answers do not repeat"))
+    if not caps.streaming:
+        badges.append(("no streaming", "the answer arrives all at once when it is finished"))
+    if budget.context_tokens:
+        badges.append((f"{budget.context_tokens // 1024}k ctx" if budget.context_tokens >= 1024
+                       else f"{budget.context_tokens} ctx",
+                       f"context of {budget.context_tokens:,} tokens for the prompt, its images and the answer"))
+    return badges
 
 
 def _model_names(request: Request) -> dict[str, str]:
@@ -143,6 +162,7 @@ def _blind_order(comparison_id: int, output_id: int) -> str:
 def panels_view(request: Request, comparison: dict[str, Any], rater: str) -> list[dict[str, Any]]:
     """The comparison's outputs as panels; blind ones in a fixed shuffled order, named once rated."""
     names = _model_names(request)
+    tiny = {spec.id for spec in request.app.state.catalog.models if spec.tiny}
     outputs = list(comparison["outputs"])
     blind = bool(comparison["blind"])
     if blind:
@@ -158,6 +178,8 @@ def panels_view(request: Request, comparison: dict[str, Any], rater: str) -> lis
             "status": output["status"], "text": output.get("text") or "", "error": output.get("error"),
             "ttft_s": output.get("ttft_s"), "total_s": output.get("total_s"), "tokens": output.get("tokens"),
             "tokens_per_s": output.get("tokens_per_s"), "image_note": output.get("image_note"),
+            "param_notes": (output.get("params") or {}).get("notes") or [],
+            "tiny": output["model"] in tiny,
             "elapsed": None, "rating": mine, "ratings": len(output.get("ratings", [])),
         })
     return panels

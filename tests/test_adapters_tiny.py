@@ -44,7 +44,7 @@ def test_images_reach_the_model(adapters, model_id):
     adapter = adapters[model_id]
 
     def logits(images):
-        prepared = prepare_for_model(images, adapter.spec.multi_image).images
+        prepared = prepare_for_model(images, adapter.spec.input_budget.max_images).images
         inputs = adapter.encode(prepared, "Compare the images.")
         with torch.inference_mode():
             return adapter.model(**inputs).logits[0, -1]
@@ -72,11 +72,11 @@ def test_different_seeds_sample_differently(adapters, two_images):
 
 
 def test_grid_fallback_combines_images_and_says_so(two_images):
-    prepared = prepare_for_model(two_images + [solid((1, 2, 3))], multi_image=False)
+    prepared = prepare_for_model(two_images + [solid((1, 2, 3))], max_images=1)
     assert len(prepared.images) == 1
     assert prepared.images[0].size == (2 * 448 + 8, 2 * 448 + 8)
     assert "3 images were combined into one 2×2 grid" in prepared.note
-    assert prepare_for_model(two_images, multi_image=True).note is None
+    assert prepare_for_model(two_images, max_images=None).note is None
     # the grid keeps each image's colour in its cell
     cell = grid([solid((255, 0, 0), (10, 10)), solid((0, 0, 255), (10, 10))], cell=10, gap=0)
     assert cell.getpixel((2, 2)) == (255, 0, 0) and cell.getpixel((12, 2)) == (0, 0, 255)

@@ -10,9 +10,10 @@ import contextlib
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from app.budget import Applied, apply_capabilities
 from app.images import prepare_for_model
 
 if TYPE_CHECKING:
@@ -41,19 +42,53 @@ class GenerationParams:
 
 @dataclass(frozen=True)
 class Finish:
-    """The last item a generation yields: token counts and why it stopped."""
+    """The last item a generation yields: token counts, why it stopped, and what was really used.
+
+    `image_note` says what was done to the images to fit the model (grid, downsizing); `applied`
+    holds the settings the model actually used (see `app.budget.Applied.as_dict`), None when the
+    answering server does not say.
+    """
 
     prompt_tokens: int
     completion_tokens: int
     finish_reason: str = "stop"  # stop | length | cancelled
     image_note: str | None = None
+    applied: dict[str, Any] | None = None
 
 
 Piece = str | Finish
 
 
+@dataclass
+class Call:
+    """One request as an adapter will run it, after the model's budget and capabilities were applied.
+
+    `fit` may replace the images (downsized, combined), add notes, lower `applied.max_new_tokens`
+    and leave family-specific settings (a pixel budget, a tile count, ready processor inputs) in
+    `options` for `_generate`.
+    """
+
+    images: list[Image.Image]
+    prompt: str
+    applied: Applied
+    image_notes: list[str] = field(default_factory=list)
+    options: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def params(self) -> GenerationParams:
+        """The settings to generate with: the applied ones, never the raw request."""
+        a = self.applied
+        return GenerationParams(max_new_tokens=a.max_new_tokens, temperature=a.temperature, top_p=a.top_p,
+                                seed=a.seed)
+
+    @property
+    def image_note(self) -> str | None:
+        return "; ".join(self.image_notes) or None
+
+
 class Adapter(ABC):
-    """A loaded model of one family. Subclasses implement `load` and `_generate`."""
+    """A loaded model of one family. Subclasses implement `load` and `_generate`, and `fit` where the
+    family's images cost tokens that can overflow its context."""
 
     families: ClassVar[tuple[str, ...]] = ()
 
@@ -66,6 +101,22 @@ class Adapter(ABC):
     def load(cls, spec: ModelSpec, device: str, dtype: Any) -> Adapter:
         """Load weights and processor for `spec` onto `device`."""
 
+    def prepare(self, images: list[Image.Image], prompt: str, params: GenerationParams) -> Call:
+        """The request as this model will run it: capabilities applied, images fitted to the budget.
+
+        Raises `InputTooLarge` (before any generation) when the input cannot be made to fit.
+        """
+        budget = self.spec.input_budget
+        applied = apply_capabilities(params.max_new_tokens, params.temperature, params.top_p, params.seed,
+                                     self.spec.capabilities)
+        prepared = prepare_for_model(images, budget.max_images)
+        call = Call(prepared.images, prompt, applied, [prepared.note] if prepared.note else [])
+        return self.fit(call)
+
+    def fit(self, call: Call) -> Call:
+        """Fit the call into the model's context (downsize, combine, refuse); the default changes nothing."""
+        return call
+
     def generate(
         self,
         images: list[Image.Image],
@@ -73,11 +124,11 @@ class Adapter(ABC):
         params: GenerationParams,
         cancel: threading.Event | None = None,
     ) -> Iterator[Piece]:
-        """Yield text pieces, then one `Finish`. Single-image models get a grid of several images."""
-        prepared = prepare_for_model(images, self.spec.multi_image)
+        """Yield text pieces, then one `Finish` saying what was applied. Single-image models get a grid."""
+        call = self.prepare(images, prompt, params)
         cancel = cancel or threading.Event()
         finish: Finish | None = None
-        for piece in self._generate(prepared.images, prompt, params, cancel):
+        for piece in self._generate(call, cancel):
             if isinstance(piece, Finish):
                 finish = piece
             else:
@@ -86,13 +137,11 @@ class Adapter(ABC):
             raise RuntimeError(f"{type(self).__name__} ended without token counts")
         if cancel.is_set():
             finish = replace(finish, finish_reason="cancelled")
-        yield replace(finish, image_note=prepared.note)
+        yield replace(finish, image_note=call.image_note, applied=call.applied.as_dict())
 
     @abstractmethod
-    def _generate(
-        self, images: list[Image.Image], prompt: str, params: GenerationParams, cancel: threading.Event
-    ) -> Iterator[Piece]:
-        """Family-specific generation on prepared images."""
+    def _generate(self, call: Call, cancel: threading.Event) -> Iterator[Piece]:
+        """Family-specific generation of a prepared call."""
 
 
 def torch_dtype(name: str | Any, device: str) -> Any:

@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING, Any
 from app.adapters import register
 from app.adapters.base import (
     Adapter,
+    Call,
     Finish,
-    GenerationParams,
     Piece,
     StreamedCall,
     cancel_criteria,
@@ -130,10 +130,10 @@ class InternVL2Adapter(Adapter):
         values = torch.cat(per_image).to(self.device, dtype=getattr(self.model, "dtype", torch.float32))
         return values, [int(part.shape[0]) for part in per_image]
 
-    def _generate(
-        self, images: list[Image.Image], prompt: str, params: GenerationParams, cancel: threading.Event
-    ) -> Iterator[Piece]:
+    def _generate(self, call: Call, cancel: threading.Event) -> Iterator[Piece]:
         import torch
+
+        images, prompt, params = call.images, call.prompt, call.params
 
         values, num_patches_list = self.encode(images)
         question = build_question(prompt, len(images))

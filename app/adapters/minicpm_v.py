@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from app.adapters import register
 from app.adapters.base import (
     Adapter,
+    Call,
     Finish,
     GenerationParams,
     Piece,
@@ -106,9 +107,8 @@ class MiniCPMVAdapter(Adapter):
             extra["do_sample"] = False  # not left to the checkpoint's generation_config
         return extra
 
-    def _generate(
-        self, images: list[Image.Image], prompt: str, params: GenerationParams, cancel: threading.Event
-    ) -> Iterator[Piece]:
+    def _generate(self, call: Call, cancel: threading.Event) -> Iterator[Piece]:
+        images, prompt, params = call.images, call.prompt, call.params
         seed_everything(params)
         if self.single_image_api:
             yield from self._generate_v2(images[0], prompt, params, cancel)

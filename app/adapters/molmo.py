@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING, Any
 from app.adapters import register
 from app.adapters.base import (
     Adapter,
+    Call,
     Finish,
-    GenerationParams,
     Piece,
     StreamedCall,
     cancel_criteria,
@@ -57,11 +57,11 @@ class MolmoAdapter(Adapter):
             batch["images"] = batch["images"].to(dtype)
         return batch
 
-    def _generate(
-        self, images: list[Image.Image], prompt: str, params: GenerationParams, cancel: threading.Event
-    ) -> Iterator[Piece]:
+    def _generate(self, call: Call, cancel: threading.Event) -> Iterator[Piece]:
         import torch
         from transformers import GenerationConfig
+
+        images, prompt, params = call.images, call.prompt, call.params
 
         batch = self.encode(images[0], prompt)
         prompt_tokens = int(batch["input_ids"].shape[1])

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from app.adapters import register
 from app.adapters.base import (
     Adapter,
+    Call,
     Finish,
     GenerationParams,
     Piece,
@@ -125,9 +126,8 @@ class MoondreamAdapter(Adapter):
                 return tokenizer
         return None
 
-    def _generate(
-        self, images: list[Image.Image], prompt: str, params: GenerationParams, cancel: threading.Event
-    ) -> Iterator[Piece]:
+    def _generate(self, call: Call, cancel: threading.Event) -> Iterator[Piece]:
+        images, prompt, params = call.images, call.prompt, call.params
         seed_everything(params)
         if self.has_query_api(self.model):
             pieces = self._query(images[0], prompt, params, cancel)
