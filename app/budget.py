@@ -93,8 +93,8 @@ FAMILY_DEFAULTS: dict[str, FamilyDefaults] = {
     # moondream: one image of 729 tokens, 2,048 positions.
     "moondream": FamilyDefaults(InputBudget(context_tokens=2048, max_images=1)),
     # InternVL2-2B (remote code): 256 tokens a 448-px tile, up to 12 tiles + thumbnail; its
-    # InternLM2-1.8B has 32k positions, the card runs it with up to 8k of tiles.
-    "internvl2": FamilyDefaults(InputBudget(context_tokens=32768)),
+    # InternLM2-1.8B has 32k positions, but the card says it was trained with an 8k context window.
+    "internvl2": FamilyDefaults(InputBudget(context_tokens=8192)),
 }
 
 

@@ -19,9 +19,11 @@ import torch
 from PIL import Image
 
 from app.adapters import Adapter, Finish, GenerationParams, ModelLoadError, adapter_for
-from app.adapters.internvl2 import closest_grid, pixel_values, tile_image, tiles_per_image
-from app.adapters.moondream import without_end_marker
-from app.catalog import ModelSpec
+from app.adapters.internvl2 import TEMPLATE_TOKENS, closest_grid, pixel_values, tile_image, tiles_per_image
+from app.adapters.minicpm_v import torch_functional_list
+from app.adapters.moondream import ByteSafeDecoder, without_end_marker
+from app.budget import InputTooLarge
+from app.catalog import ModelSpec, load_catalog
 from tests.fakes.remote_code import (
     FakeHub,
     FakeInternVL2,
@@ -32,7 +34,9 @@ from tests.fakes.remote_code import (
     FakeMoondream1,
     FakeMoondream2,
     FakeMoondream2Legacy,
+    FakeMoondream2Sampling,
     FakeTokenizer,
+    import_remote_code,
 )
 
 RED, GREEN, BLUE = (255, 0, 0), (0, 255, 0), (0, 0, 255)
@@ -71,6 +75,17 @@ def run(adapter: Adapter, images: list[Image.Image], prompt: str = QUESTION,
     assert all(isinstance(piece, str) for piece in pieces)
     assert sum(isinstance(item, Finish) for item in items) == 1
     return pieces, finish
+
+
+def catalogue_spec(model_id: str) -> ModelSpec:
+    """The real catalogue entry (budget, capabilities, revision) of a remote-code model."""
+    return load_catalog(Path(__file__).resolve().parent.parent / "models.yaml").get(model_id)
+
+
+def greedy(max_new_tokens: int, *notes: str) -> dict[str, Any]:
+    """The `applied` record of a greedy answer."""
+    return {"max_new_tokens": max_new_tokens, "temperature": 0.0, "top_p": 1.0, "seed": None,
+            "decoding": "greedy", "notes": list(notes)}
 
 
 def n_tokens(tokenizer: FakeTokenizer, text: str) -> int:
@@ -144,18 +159,72 @@ def test_minicpm_v26_sends_all_images_in_one_message_and_streams(
     assert f"question={QUESTION}" in text
     tokenizer = fake.tokenizer
     assert finish == Finish(prompt_tokens=n_tokens(tokenizer, QUESTION),
-                            completion_tokens=n_tokens(tokenizer, text), finish_reason="stop")
+                            completion_tokens=n_tokens(tokenizer, text), finish_reason="stop",
+                            applied=greedy(128))
 
 
-def test_minicpm_v26_greedy_is_one_beam_without_sampling(minicpm26: MiniCPM26) -> None:
+def test_minicpm_v26_greedy_streams_inside_the_sampling_config(minicpm26: MiniCPM26) -> None:
+    """Problem 2: the real chat asserts `sampling or not stream`; greedy is do_sample=False, not sampling=False."""
     adapter, fake, _ = minicpm26
-    run(adapter, [solid(RED)], max_new_tokens=64, temperature=0)
+    pieces, finish = run(adapter, [solid(RED)], max_new_tokens=64, temperature=0)
     call = fake.calls[-1]
-    assert call["sampling"] is False and call["max_new_tokens"] == 64
-    assert call["config"] == {"num_beams": 1, "repetition_penalty": 1.2}
+    assert call["sampling"] is True and call["stream"] is True and call["max_new_tokens"] == 64
+    assert call["config"]["do_sample"] is False
+    assert "sampling=False" in "".join(pieces)  # what generate was told
     fake.threads[-1].join(timeout=5)
     generate = fake.llm.generate_kwargs[-1]
     assert generate["do_sample"] is False and criteria_set(generate["stopping_criteria"])
+    assert generate["num_beams"] == 1 and finish.applied == greedy(64)
+
+
+def test_minicpm_v26_loads_on_a_torch_without_functional_list(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Problem 1: its resampler gets `List` only from `from torch.nn.functional import *` (gone in torch 2.7)."""
+    import torch.nn.functional as functional
+
+    monkeypatch.delattr(functional, "List", raising=False)
+    with pytest.raises(NameError, match="List"):
+        import_remote_code(FakeMiniCPMV26.remote_code)  # what loading the real code does on torch 2.14
+    fake = FakeMiniCPMV26()
+    FakeHub(monkeypatch, AutoModel=fake, AutoTokenizer=fake.tokenizer)
+    adapter = adapter_for("minicpm_v").load(catalogue_spec("minicpm-v-2.6"), "cpu", None)
+    assert functional.List is list  # put back before the model's code was imported
+    pieces, _ = run(adapter, [solid(RED)], max_new_tokens=16)
+    assert "".join(pieces) == fake.answers[-1]
+    torch_functional_list()  # idempotent
+    assert functional.List is list
+
+
+def test_minicpm_v26_generation_error_reaches_the_caller_instead_of_hanging(minicpm26: MiniCPM26) -> None:
+    """The remote stream thread has no error path: our wrapper ends the streamer and passes the error on."""
+    adapter, fake, _ = minicpm26
+    fake.llm.fail_with = torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+    outcome: dict[str, Any] = {}
+
+    def consume() -> None:
+        try:
+            run(adapter, [solid(RED)], max_new_tokens=16)
+        except BaseException as exc:  # recorded for the assertion below
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=consume, daemon=True)
+    thread.start()
+    thread.join(timeout=10)
+    assert not thread.is_alive(), "the stream hung after generate raised"
+    assert isinstance(outcome.get("error"), torch.OutOfMemoryError)
+
+
+def test_minicpm_v26_sends_images_whole_when_slices_would_overflow(monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = FakeMiniCPMV26()
+    FakeHub(monkeypatch, AutoModel=fake, AutoTokenizer=fake.tokenizer)
+    spec = ModelSpec.model_validate({**catalogue_spec("minicpm-v-2.6").model_dump(exclude={"budget"}),
+                                     "budget": {"context_tokens": 2048}})
+    adapter = adapter_for("minicpm_v").load(spec, "cpu", None)
+    photos = [solid((40 * i, 90, 200), (1920, 1080)) for i in range(4)]  # ~600 tokens each when sliced
+    _, finish = run(adapter, photos, max_new_tokens=256)
+    assert fake.calls[-1]["max_slice_nums"] == 1
+    assert finish.image_note and "without slices" in finish.image_note and "2,048-token context" in finish.image_note
+    with pytest.raises(InputTooLarge, match="minicpm-v-2.6: .* tokens"):
+        run(adapter, [solid(RED, (1920, 1080))] * 40, max_new_tokens=256)
 
 
 def test_minicpm_v26_sampling_settings_and_seed(minicpm26: MiniCPM26) -> None:
@@ -267,6 +336,26 @@ def test_molmo_processes_then_generates_from_a_batch(
     assert finish.finish_reason == "stop"
 
 
+def test_molmo_counts_its_image_tokens_and_keeps_the_answer_inside_4096_positions(molmo: Molmo) -> None:
+    adapter, fake, processor, _ = molmo
+    _, finish = run(adapter, [solid(RED, (640, 480))], max_new_tokens=16)
+    assert finish.prompt_tokens == 1 + 740 + n_tokens(fake.tokenizer, f" User: {QUESTION} Assistant:")
+    fake.padding_words = 5000
+    _, finish = run(adapter, [solid(RED, (300, 4000))], max_new_tokens=4096)  # would overrun the RoPE table
+    assert finish.prompt_tokens + finish.applied["max_new_tokens"] == 4096
+    assert "max_new_tokens lowered from 4,096" in finish.applied["notes"][0]
+
+
+def test_molmo_takes_fewer_crops_for_a_long_prompt_or_refuses(molmo: Molmo) -> None:
+    adapter, _, processor, _ = molmo
+    long_prompt = "word " * 2000  # + 1,196 image tokens: more than 4,096 − 1,024 for the answer
+    _, finish = run(adapter, [solid(RED, (1920, 1080))], prompt=long_prompt, max_new_tokens=1024)
+    assert processor.calls[-1]["kwargs"] == {"max_crops": 4}
+    assert finish.image_note and "at most 4 crops" in finish.image_note
+    with pytest.raises(InputTooLarge, match="molmo-test: .* tokens"):
+        run(adapter, [solid(RED)], prompt="word " * 4000, max_new_tokens=16)
+
+
 def test_molmo_gets_a_grid_for_several_images(molmo: Molmo) -> None:
     adapter, _, processor, _ = molmo
     _, finish = run(adapter, [solid(RED), solid(GREEN), solid(BLUE)], max_new_tokens=16)
@@ -309,37 +398,75 @@ def test_molmo_pixels_follow_the_model_dtype(monkeypatch: pytest.MonkeyPatch) ->
 
 @pytest.fixture
 def moondream2(monkeypatch: pytest.MonkeyPatch) -> Moondream2:
+    """The catalogue's moondream2 entry (revision 2025-01-09) against a fake of that revision."""
     fake = FakeMoondream2()
     hub = FakeHub(monkeypatch, AutoModelForCausalLM=fake, AutoTokenizer=OSError("no tokenizer files"))
-    adapter = adapter_for("moondream").load(make_spec("moondream", repo="vikhyatk/moondream2"), "cpu", None)
+    adapter = adapter_for("moondream").load(catalogue_spec("moondream2"), "cpu", None)
     return adapter, fake, hub
+
+
+def byte_tokens(text: str) -> int:
+    return len(text.encode("utf-8"))
 
 
 def test_moondream2_query_streams_with_settings(moondream2: Moondream2) -> None:
     adapter, fake, hub = moondream2
     assert [name for name, _, _ in hub.calls] == ["AutoModelForCausalLM"]  # its own tokenizer counts tokens
+    assert hub.kwargs("AutoModelForCausalLM")["revision"] == "2025-01-09"
+    assert fake.moved_to == "cpu" and getattr(fake, "cast_to", None) is None  # never cast from its fp16
     pieces, finish = run(adapter, [solid(RED)], max_new_tokens=64)
     call = fake.calls[-1]
     assert call["skill"] == "query" and call["question"] == QUESTION and call["stream"] is True
     assert call["image"].size == (64, 48)
-    assert call["settings"] == {"max_tokens": 64, "temperature": 0.0, "top_p": 1.0}
+    assert call["settings"]["max_tokens"] == 64
     text = "".join(pieces)
-    assert len(pieces) > 1 and text == fake.answers[-1] and "64x48@rgb(255,0,0)" in text
-    assert finish == Finish(prompt_tokens=n_tokens(fake.tokenizer, QUESTION),
-                            completion_tokens=n_tokens(fake.tokenizer, text), finish_reason="stop")
+    assert text == fake.answers[-1][:64] and "64x48@rgb(255,0,0)" in text
+    assert finish == Finish(prompt_tokens=730 + byte_tokens(QUESTION), completion_tokens=byte_tokens(text),
+                            finish_reason="length", applied=greedy(64))
+
+
+def test_moondream2_at_its_pinned_revision_is_recorded_greedy(moondream2: Moondream2) -> None:
+    """Problem 4: 2025-01-09 reads settings.max_tokens only and decodes by argmax."""
+    adapter, fake, _ = moondream2
+    sampled, finish = run(adapter, [solid(RED)], max_new_tokens=300, temperature=0.8, top_p=0.9, seed=5)
+    plain, _ = run(adapter, [solid(RED)], max_new_tokens=300)
+    assert "".join(sampled) == "".join(plain)
+    assert finish.applied == greedy(300, "greedy only: temperature 0.8 and top_p 0.9 ignored")
+    assert adapter.spec.capabilities.sampling is False and adapter.spec.dtype == "float16"
+
+
+def test_moondream2_mends_characters_split_across_tokens(moondream2: Moondream2) -> None:
+    """Each token is decoded alone by the remote code: a character of several bytes must come out whole."""
+    adapter, fake, _ = moondream2
+    question = "Qu'est-ce que c'est, café 猫?"
+    pieces, finish = run(adapter, [solid(RED)], prompt=question, max_new_tokens=500)
+    text = "".join(pieces)
+    assert "\ufffd" not in text and text == fake.answers[-1]
+    assert "café 猫" in text and len(pieces) > 10
+    assert fake.model.tokenizer.decode([0xE7]) == "\ufffd"  # what one byte of 猫 decodes to alone
+    assert not isinstance(fake.model.tokenizer, ByteSafeDecoder)  # put back after the call
+
+
+def test_moondream2_answer_stays_inside_its_2048_positions(moondream2: Moondream2) -> None:
+    """The real cache overflows with an IndexError: max_new_tokens is lowered first, and said."""
+    adapter, fake, _ = moondream2
+    fake.padding_words = 2000
+    pieces, finish = run(adapter, [solid(RED)], max_new_tokens=2048)
+    assert finish.applied["max_new_tokens"] < 2048 - finish.prompt_tokens
+    assert "max_new_tokens lowered from 2,048" in finish.applied["notes"][0]
+    assert finish.finish_reason == "length" and finish.completion_tokens == finish.applied["max_new_tokens"]
 
 
 def test_moondream2_captions_when_the_prompt_is_empty(moondream2: Moondream2) -> None:
     adapter, fake, _ = moondream2
-    pieces, _ = run(adapter, [solid(RED)], prompt="", max_new_tokens=64)
-    assert fake.calls[-1]["skill"] == "caption" and fake.calls[-1]["length"] == "normal"
+    pieces, _ = run(adapter, [solid(RED)], prompt="", max_new_tokens=300)
+    assert fake.calls[-1]["skill"] == "caption" and fake.calls[-1]["question"] == "<normal caption>"
     assert "".join(pieces) == fake.answers[-1]
 
 
-def test_moondream2_sampling_grid_and_cancel(moondream2: Moondream2) -> None:
+def test_moondream2_grid_and_cancel(moondream2: Moondream2) -> None:
     adapter, fake, _ = moondream2
-    _, finish = run(adapter, [solid(RED), solid(GREEN)], max_new_tokens=64, temperature=0.6, top_p=0.5)
-    assert fake.calls[-1]["settings"] == {"max_tokens": 64, "temperature": 0.6, "top_p": 0.5}
+    _, finish = run(adapter, [solid(RED), solid(GREEN)], max_new_tokens=64)
     assert fake.calls[-1]["image"].size == GRID_OF_TWO and finish.image_note
     fake.padding_words = 400
     produced_before = fake.produced
@@ -351,7 +478,24 @@ def test_moondream2_sampling_grid_and_cancel(moondream2: Moondream2) -> None:
 def test_moondream2_length_limit(moondream2: Moondream2) -> None:
     adapter, fake, _ = moondream2
     pieces, finish = run(adapter, [solid(RED)], max_new_tokens=3)
-    assert len(pieces) == 3 and finish.completion_tokens == 3 and finish.finish_reason == "length"
+    assert "".join(pieces) == fake.answers[-1][:3] and finish.completion_tokens == 3
+    assert finish.finish_reason == "length"
+
+
+def test_moondream2_sampling_revision_gets_temperature_and_top_p(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An entry pinned to 2025-04-14 or later may declare sampling: the settings then carry it."""
+    fake = FakeMoondream2Sampling()
+    FakeHub(monkeypatch, AutoModelForCausalLM=fake, AutoTokenizer=OSError("no tokenizer files"))
+    spec = ModelSpec.model_validate({**catalogue_spec("moondream2").model_dump(exclude={"supports"}),
+                                     "revision": "2025-04-14", "supports": {"sampling": True}})
+    adapter = adapter_for("moondream").load(spec, "cpu", None)
+    first, finish = run(adapter, [solid(RED)], max_new_tokens=64, temperature=0.6, top_p=0.5, seed=11)
+    assert fake.calls[-1]["settings"] == {"max_tokens": 64, "temperature": 0.6, "top_p": 0.5}
+    assert finish.applied["decoding"] == "sampling" and finish.applied["seed"] == 11
+    again, _ = run(adapter, [solid(RED)], max_new_tokens=64, temperature=0.6, top_p=0.5, seed=11)
+    assert "".join(first) == "".join(again)  # seeded through torch's global generator
+    run(adapter, [solid(RED)], max_new_tokens=64)
+    assert fake.calls[-1]["settings"]["temperature"] == 0.0  # greedy is asked for explicitly (default 0.5)
 
 
 # --- moondream2 2024 revisions and moondream1 (answer_question API) -------------------------------
@@ -456,8 +600,22 @@ def test_internvl2_numbers_several_images_and_their_tiles(internvl2: InternVL2) 
     assert "colours=rgb(255,0,0) rgb(0,255,0)" in text  # ImageNet normalisation undone by the fake
     tokenizer = fake.tokenizer
     question_tokens = n_tokens(tokenizer, call["question"].replace("<image>", ""))
-    assert finish == Finish(prompt_tokens=question_tokens + 256 * 4 + 2 * 2,
-                            completion_tokens=n_tokens(tokenizer, text), finish_reason="stop")
+    assert finish == Finish(prompt_tokens=question_tokens + TEMPLATE_TOKENS + 256 * 4 + 2 * 2,
+                            completion_tokens=n_tokens(tokenizer, text), finish_reason="stop",
+                            applied=greedy(128))
+
+
+def test_internvl2_gives_images_fewer_tiles_to_fit_its_8k_context(internvl2: InternVL2) -> None:
+    adapter, fake, _ = internvl2
+    assert adapter.spec.input_budget.context_tokens == 8192  # the card's training context
+    photos = [solid((20 * i, 60, 90), (1920, 1080)) for i in range(10)]  # 2 tiles + thumbnail each: 7,680
+    _, finish = run(adapter, photos, max_new_tokens=512)
+    call = fake.calls[-1]
+    assert finish.prompt_tokens + 512 <= 8192
+    assert len(call["pixel_values"]) == sum(call["num_patches_list"]) < 10 * 3
+    assert finish.image_note and "tile" in finish.image_note and "8,192-token context" in finish.image_note
+    with pytest.raises(InputTooLarge, match="internvl2-test: .* tokens"):
+        run(adapter, [solid(RED, (448, 448))] * 40, max_new_tokens=512)
 
 
 def test_internvl2_single_image_prompt(internvl2: InternVL2) -> None:

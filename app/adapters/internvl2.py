@@ -7,6 +7,12 @@ tile, each normalised with the ImageNet mean and standard deviation. Several ima
 concatenated with `num_patches_list` saying how many tiles belong to each, and the prompt names
 them "Image-1: <image>\\nImage-2: <image>\\n...". `chat` passes its generation config (streamer and
 stopping criteria included) on to `generate`, so it streams when run in a thread.
+
+Checked against the real `modeling_internvl_chat.py` (public copy zylluan/ft-uav_internvl2-2B): `chat`
+asserts `len(pixel_values) == sum(num_patches_list)`, sets `eos_token_id` to `<|im_end|>` itself,
+and rejects `use_cache` in the config (a duplicate keyword). Each tile costs 256 tokens; the card
+trained the model with an 8k context, so `fit` gives images fewer tiles when they would not leave
+room for the answer, and refuses when one tile each is still too much.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from app.adapters.base import (
     sampling_kwargs,
     seed_everything,
 )
+from app.budget import answer_room, fit_answer, too_large
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -40,6 +47,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 MAX_TILES = 12  # per image, as in the model card
 TILE_BUDGET = 24  # tiles for all images together once there are more than two
 NUM_IMAGE_TOKEN = 256  # tokens per tile for InternVL2 (model.num_image_token when the model says)
+TEMPLATE_TOKENS = 45  # internlm2-chat: system message, turn markers, BOS (measured on the real tokenizer)
 
 
 def closest_grid(width: int, height: int, max_num: int = MAX_TILES, min_num: int = 1,
@@ -99,6 +107,12 @@ def tiles_per_image(count: int) -> int:
     return max(1, min(MAX_TILES, TILE_BUDGET // count))
 
 
+def tile_count(image: Image.Image, max_num: int) -> int:
+    """How many tiles `tile_image` makes of `image`: the grid, plus a thumbnail when it has several cells."""
+    columns, rows = closest_grid(image.width, image.height, max_num=max_num)
+    return columns * rows + (1 if columns * rows > 1 else 0)
+
+
 def build_question(prompt: str, count: int) -> str:
     """One `<image>` placeholder per image before the question; numbered when there are several."""
     if count == 1:
@@ -122,11 +136,46 @@ class InternVL2Adapter(Adapter):
         model, tokenizer = load_pretrained(spec, device, dtype, AutoModel, AutoTokenizer, use_fast=False)
         return cls(spec, device, model, tokenizer)
 
-    def encode(self, images: list[Image.Image]) -> tuple[Any, list[int]]:
+    def tokens_per_tile(self) -> int:
+        return int(getattr(self.model, "num_image_token", NUM_IMAGE_TOKEN))
+
+    def prompt_tokens(self, question: str, tiles: int, images: int) -> int:
+        """Context the prompt takes: text, template, 256 a tile, <img></img> an image."""
+        return (count_tokens(self.tokenizer, question.replace("<image>", "")) + TEMPLATE_TOKENS
+                + self.tokens_per_tile() * tiles + 2 * images)
+
+    def fit(self, call: Call) -> Call:
+        """Fewer tiles an image when they would crowd out the answer; refuse when one each is too many."""
+        context = self.spec.input_budget.context_tokens
+        max_num = tiles_per_image(len(call.images))
+        call.options["max_num"] = max_num
+        if context is None:
+            return call
+        limit = context - answer_room(context, call.applied.max_new_tokens)
+        question = build_question(call.prompt, len(call.images))
+        wanted = self.prompt_tokens(question, sum(tile_count(i, max_num) for i in call.images), len(call.images))
+        needed = wanted
+        for fewer in range(max_num, 0, -1):
+            needed = self.prompt_tokens(question, sum(tile_count(i, fewer) for i in call.images), len(call.images))
+            if needed <= limit:
+                if fewer < max_num:
+                    call.options["max_num"] = fewer
+                    call.image_notes.append(
+                        f"images cut into at most {fewer} tile{'s' if fewer > 1 else ''} each instead of "
+                        f"{max_num} (they needed {wanted:,} tokens) to leave room for the answer in the "
+                        f"{context:,}-token context")
+                break
+        else:
+            raise too_large(self.spec.id, needed, limit)
+        call.applied = fit_answer(call.applied, needed, context, self.spec.id)
+        return call
+
+    def encode(self, images: list[Image.Image], max_num: int | None = None) -> tuple[Any, list[int]]:
         """All images' tiles in one tensor on the model's device and dtype, and the tiles per image."""
         import torch
 
-        per_image = [pixel_values(image, max_num=tiles_per_image(len(images))) for image in images]
+        max_num = max_num or tiles_per_image(len(images))
+        per_image = [pixel_values(image, max_num=max_num) for image in images]
         values = torch.cat(per_image).to(self.device, dtype=getattr(self.model, "dtype", torch.float32))
         return values, [int(part.shape[0]) for part in per_image]
 
@@ -135,7 +184,7 @@ class InternVL2Adapter(Adapter):
 
         images, prompt, params = call.images, call.prompt, call.params
 
-        values, num_patches_list = self.encode(images)
+        values, num_patches_list = self.encode(images, call.options.get("max_num"))
         question = build_question(prompt, len(images))
         separator = getattr(getattr(self.model, "conv_template", None), "sep", "") or ""
         seed_everything(params)
@@ -154,11 +203,8 @@ class InternVL2Adapter(Adapter):
             if text:
                 pieces.append(text)
                 yield text
-        # chat returns text only: counted with the tokenizer; each tile adds num_image_token context
-        # tokens plus <img></img> per image. The chat template's own tokens are not included.
-        tokens_per_tile = int(getattr(self.model, "num_image_token", NUM_IMAGE_TOKEN))
-        prompt_tokens = (count_tokens(self.tokenizer, question.replace("<image>", ""))
-                         + tokens_per_tile * sum(num_patches_list) + 2 * len(images))
+        # chat returns text only: counted with the tokenizer, plus the template's and the tiles' tokens.
+        prompt_tokens = self.prompt_tokens(question, sum(num_patches_list), len(images))
         completion = count_tokens(self.tokenizer, "".join(pieces))
         reason = "length" if completion >= params.max_new_tokens else "stop"
         yield Finish(prompt_tokens=prompt_tokens, completion_tokens=completion, finish_reason=reason)

@@ -3,7 +3,13 @@
 Which API is used depends on what the loaded model offers:
 - moondream2, 2025 revisions on: `model.query(image, question, stream=True, settings=...)` returns
   `{"answer": <generator of text>}` (`model.caption(image, length="normal")` when the prompt is
-  empty); `settings` takes max_tokens, temperature (0 = greedy) and top_p.
+  empty). At the pinned 2025-01-09 (GitHub vikhyat/moondream 8ac77eb, `moondream/torch/moondream.py`)
+  `settings` reads `max_tokens` only and decoding is argmax: temperature and top_p arrived with
+  2025-04-14, so the catalogue declares that entry greedy-only and the record says so. That revision
+  builds every layer in float16 whatever dtype is asked (and must not be cast afterwards), streams
+  one token at a time, each decoded alone (`tokenizer.decode([id])`, which breaks a character whose
+  bytes span two tokens: `ByteSafeDecoder` mends that), and overruns its 2,048-position cache with an
+  IndexError rather than stopping (`fit` keeps the 730-token image prefix + question + answer inside).
 - moondream2, 2024 revisions, and moondream1: `model.answer_question(model.encode_image(image),
   question, tokenizer, **kwargs)`, whose extra keyword arguments reach the language model's
   `generate` (streamer, stopping criteria, sampling). moondream1's `answer_question` fixes
@@ -34,6 +40,7 @@ from app.adapters.base import (
     seed_everything,
     torch_dtype,
 )
+from app.budget import fit_answer
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -64,6 +71,43 @@ def without_end_marker(pieces: Iterable[str], marker: str = END_MARKER) -> Itera
             yield text
     if held and not marker.startswith(held.strip()):
         yield held
+
+
+IMAGE_PREFIX_TOKENS = 730  # 729 image tokens + BOS: `EncodedImage.pos` on 2025 revisions
+LEGACY_IMAGE_TOKENS = 729  # moondream1 and 2024 revisions: image embeddings before the prompt
+
+
+class ByteSafeDecoder:
+    """Stands in for the model's tokenizer during one generation that decodes each token alone.
+
+    `decode([id])` collects the ids and decodes them together, so a character whose bytes span two
+    tokens comes out whole; text is held back while it ends in an incomplete character. `flush`
+    returns what is left. Everything else (`encode`, decoding several ids) goes to the real tokenizer.
+    """
+
+    def __init__(self, tokenizer: Any) -> None:
+        self.tokenizer = tokenizer
+        self.ids: list[int] = []
+        self.emitted = 0  # characters of the decoded ids already handed out
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.tokenizer, name)
+
+    def decode(self, ids: Any, *args: Any, **kwargs: Any) -> str:
+        ids = list(ids)
+        if len(ids) != 1:
+            return self.tokenizer.decode(ids, *args, **kwargs)
+        self.ids.append(int(ids[0]))
+        text = self.tokenizer.decode(self.ids, *args, **kwargs)
+        if text.endswith("\ufffd"):
+            return ""
+        fresh, self.emitted = text[self.emitted:], len(text)
+        return fresh
+
+    def flush(self) -> str:
+        text = self.tokenizer.decode(self.ids) if self.ids else ""
+        fresh, self.emitted = text[self.emitted:], len(text)
+        return fresh
 
 
 def _token_limit(limit: int) -> Any:
@@ -126,6 +170,18 @@ class MoondreamAdapter(Adapter):
                 return tokenizer
         return None
 
+    def image_cost(self) -> int:
+        return IMAGE_PREFIX_TOKENS if self.has_query_api(self.model) else LEGACY_IMAGE_TOKENS
+
+    def fit(self, call: Call) -> Call:
+        """Image prefix + question + answer must fit the 2,048 positions: lower max_new_tokens or refuse."""
+        context = self.spec.input_budget.context_tokens
+        if context is not None:
+            # the remote code's own prompt: "\n\nQuestion:" + question + "\n\nAnswer:", after the image prefix
+            needed = self.image_cost() + count_tokens(self.tokenizer, f"\n\nQuestion: {call.prompt}\n\nAnswer:") + 1
+            call.applied = fit_answer(call.applied, needed, context, self.spec.id)
+        return call
+
     def _generate(self, call: Call, cancel: threading.Event) -> Iterator[Piece]:
         images, prompt, params = call.images, call.prompt, call.params
         seed_everything(params)
@@ -140,7 +196,7 @@ class MoondreamAdapter(Adapter):
         # The APIs return text only: both counts come from encoding the text (image tokens not included).
         completion = count_tokens(self.tokenizer, "".join(answer))
         yield Finish(
-            prompt_tokens=count_tokens(self.tokenizer, prompt),
+            prompt_tokens=self.image_cost() + count_tokens(self.tokenizer, prompt),
             completion_tokens=completion,
             finish_reason="length" if completion >= params.max_new_tokens else "stop",
         )
@@ -160,21 +216,33 @@ class MoondreamAdapter(Adapter):
         kwargs: dict[str, Any] = {"settings": settings} if _accepts(method, "settings") else {}
         if _accepts(method, "stream"):
             kwargs["stream"] = True
-        result = method(*args, **kwargs)[key]
-        if isinstance(result, str):
-            yield result
-            return
-        # The generator computes lazily in this thread: not asking for the next piece stops the work.
+        owner = getattr(self.model, "model", None)
+        tokenizer = getattr(owner, "tokenizer", None)
+        decoder = ByteSafeDecoder(tokenizer) if tokenizer is not None and hasattr(tokenizer, "decode") else None
+        if decoder is not None:
+            owner.tokenizer = decoder  # for this call only: the remote code decodes token by token
         try:
-            for text in result:
-                if cancel.is_set():
-                    break
-                if text:
-                    yield text
+            result = method(*args, **kwargs)[key]
+            if isinstance(result, str):
+                yield result
+                return
+            # The generator computes lazily in this thread: not asking for the next piece stops the work.
+            try:
+                for text in result:
+                    if cancel.is_set():
+                        break
+                    if text:
+                        yield text
+            finally:
+                close = getattr(result, "close", None)
+                if close is not None:
+                    close()
+            rest = decoder.flush() if decoder is not None else ""
+            if rest:
+                yield rest
         finally:
-            close = getattr(result, "close", None)
-            if close is not None:
-                close()
+            if decoder is not None:
+                owner.tokenizer = tokenizer
 
     def _answer_question(
         self, image: Image.Image, prompt: str, params: GenerationParams, cancel: threading.Event

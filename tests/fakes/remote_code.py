@@ -19,6 +19,7 @@ import re
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -189,9 +190,12 @@ class FakeMiniCPMLLM:
     def __init__(self, owner: FakeModel) -> None:
         self.owner = owner
         self.generate_kwargs: list[dict[str, Any]] = []
+        self.fail_with: BaseException | None = None  # e.g. torch.OutOfMemoryError, raised mid-generation
 
     def generate(self, inputs_embeds: FakeEmbeds, max_new_tokens: int = 20, streamer: Any = None,
                  stopping_criteria: Any = None, num_beams: int = 1, **kwargs: Any) -> torch.Tensor:
+        if self.fail_with is not None:
+            raise self.fail_with
         if streamer is not None and num_beams > 1:
             raise ValueError("`streamer` cannot be used with beam search (yet!). Make sure that `num_beams` "
                              "is set to 1.")
@@ -222,14 +226,34 @@ def _settings_text(config: dict[str, Any], max_new_tokens: int) -> str:
             f"max_new_tokens={max_new_tokens}")
 
 
-class FakeMiniCPMV26(FakeModel):
-    """openbmb/MiniCPM-V-2_6: `chat(image=None, msgs=[{"role": "user", "content": [img, ..., q]}], ...)`.
+# The import-time pattern of MiniCPM-V-2_6's resampler.py: `List` comes only from the star import,
+# which torch >= 2.7 no longer provides (upstream reports since torch 2.7: NameError at load).
+MINICPM_V26_RESAMPLER_PATTERN = """
+from torch import Tensor
+from torch.nn.functional import *  # noqa: F403
 
-    Returns the answer text, or with `stream=True` a generator of text pieces fed by `self.llm.generate`
-    running in a thread with a `TextIteratorStreamer`, as the remote code does.
+
+def _in_projection_packed(q: Tensor, k: Tensor, v: Tensor, w: Tensor, b: Tensor | None = None) -> List[Tensor]:
+    return [q, k, v]
+"""
+
+
+class FakeMiniCPMV26(FakeModel):
+    """openbmb/MiniCPM-V-2_6, `modeling_minicpmv.py` as on the Hub's main in 2024-08 (public copy:
+    wusongbai139/AnyCaption `MiniCPM-V-2_6/`): `chat(image, msgs, tokenizer, processor=None, ...,
+    sampling=True, ..., stream=False, max_slice_nums=None, ...)`.
+
+    Mirrors its guards: `assert len(msgs) > 0`, `assert sampling or not stream`, roles user/assistant
+    with a user first; an `image` argument is used only when the first message's content is a string;
+    content parts other than images and strings are dropped. Sampling settings follow its two configs
+    (only keys already present are taken from kwargs). Returns a string, or with `stream=True` a
+    generator fed by `self.llm.generate` in a bare thread with a `TextIteratorStreamer` and no error
+    path: when that generate raises, the streamer is never ended (the consumer would wait forever).
+    Loading imports `MINICPM_V26_RESAMPLER_PATTERN` as transformers imports remote code.
     """
 
     terminators = ("<|im_end|>", "<|endoftext|>")
+    remote_code = MINICPM_V26_RESAMPLER_PATTERN
 
     def __init__(self, tokenizer: FakeTokenizer | None = None) -> None:
         super().__init__(tokenizer)
@@ -242,24 +266,30 @@ class FakeMiniCPMV26(FakeModel):
              max_slice_nums: Any = None, use_image_id: Any = None, **kwargs: Any) -> Any:
         from transformers import TextIteratorStreamer
 
+        assert len(msgs) > 0, "msgs is empty"
+        assert sampling or not stream, "if use stream mode, make sure sampling=True"
         content = msgs[0]["content"]
         if image is not None and isinstance(content, str):
             content = [image, content]
-        if not isinstance(content, list):
-            raise TypeError("msgs[0]['content'] must be a list of images and text")
+        for index, message in enumerate(msgs):
+            assert message["role"] in ["user", "assistant"]
+            if index == 0:
+                assert message["role"] == "user", "The role of first msg should be user"
+        if isinstance(content, str):
+            content = [content]
         images = [part for part in content if isinstance(part, Image.Image)]
         texts = [part for part in content if isinstance(part, str)]
         config = _minicpm_generation_config(sampling, kwargs)
         self.calls.append({"image": image, "msgs": msgs, "images": images, "texts": texts, "stream": stream,
                            "sampling": sampling, "kwargs": kwargs, "config": config,
-                           "max_new_tokens": max_new_tokens})
+                           "max_new_tokens": max_new_tokens, "max_slice_nums": max_slice_nums})
         answer = self.plan(f"images={len(images)} [{' '.join(describe(i) for i in images)}] "
                            f"question={' '.join(texts)} {_settings_text(config, max_new_tokens)}")
         embeds = FakeEmbeds(answer)
         if not stream:
             ids = self.llm.generate(inputs_embeds=embeds, pad_token_id=0, max_new_tokens=max_new_tokens,
                                     **config)
-            return tokenizer.decode(ids[0], skip_special_tokens=True)
+            return tokenizer.decode(ids[0], skip_special_tokens=True).strip()
         streamer = TextIteratorStreamer(tokenizer)
         thread = threading.Thread(
             target=self.llm.generate,
@@ -308,53 +338,90 @@ class FakeMiniCPMV2(FakeModel):
 # --- Molmo ----------------------------------------------------------------------------------------
 
 
-class FakeMolmoProcessor:
-    """Molmo's processor: `process(images=[img], text=q)` → dict of unbatched tensors.
+MOLMO_CONTEXT = 4096  # max_position_embeddings: the RoPE table has this many rows
 
-    input_ids (tokens,) with image patch tokens before "User: q Assistant:"; images (crops, 576, 588)
-    holding the image's mean colour; image_input_idx (crops, 144); image_masks (crops, 576).
+
+def molmo_tiling(width: int, height: int, max_crops: int = 12) -> tuple[int, int]:
+    """(rows, columns) of 224-px crops (plus 112 px of overlap) for an image, at most `max_crops` cells.
+
+    Reproduces the real `select_tiling` counts measured on the remote code (64², 336², 640×480,
+    1024×768, 1920×1080, 4000×300, 300×4000); not its search.
+    """
+    rows = max(1, math.ceil(max(height - 112, 1) / 224))
+    columns = max(1, math.ceil(max(width - 112, 1) / 224))
+    while rows * columns > max_crops:
+        if columns > rows:
+            columns -= 1
+        else:
+            rows -= 1
+    return rows, columns
+
+
+def molmo_image_tokens(width: int, height: int, max_crops: int = 12) -> int:
+    rows, columns = molmo_tiling(width, height, max_crops)
+    return 160 + (8 * rows + 4) * (8 * columns + 5)
+
+
+class FakeMolmoProcessor:
+    """Molmo-7B-*-0924's processor (`preprocessing_molmo.py`, public copy reubzdubz/Molmo7B_D_NF4Quant):
+    `process(text=None, images=None, **kwargs)` → dict of unbatched tensors.
+
+    input_ids (tokens,): BOS (`<|endoftext|>`), then 160 + (8·rows+4)(8·cols+5) image tokens, then
+    " User: q Assistant:"; images (1 + rows·cols crops, 576, 588) holding the image's mean colour;
+    image_input_idx (crops, 144) int32; image_masks (crops, 576). `max_crops` (12) may be passed.
+    No image raises TypeError as the real code does; several images are accepted (the real code
+    then gives them overlapping indices).
     """
 
     def __init__(self, tokenizer: FakeTokenizer | None = None) -> None:
         self.tokenizer = tokenizer or FakeTokenizer()
         self.calls: list[dict[str, Any]] = []
 
-    def process(self, images: list[Image.Image] | None = None, text: str | None = None,
+    def process(self, text: str | None = None, images: list[Image.Image] | None = None,
                 **kwargs: Any) -> dict[str, torch.Tensor]:
-        if not isinstance(images, list) or len(images) != 1:
-            raise ValueError("the fake processes exactly one image, as the model card does")
+        if images is None:
+            raise TypeError("'<' not supported between instances of 'NoneType' and 'int'")
         image = images[0]
+        if image.mode != "RGB":
+            raise ValueError(f"image mode {image.mode}: the remote preprocessing expects RGB")
+        max_crops = int(kwargs.get("max_crops", 12))
         self.calls.append({"images": images, "text": text, "kwargs": kwargs})
-        crops = 1 + min(12, math.ceil(image.width / 336) * math.ceil(image.height / 336))
+        rows, columns = molmo_tiling(image.width, image.height, max_crops)
+        crops = 1 + rows * columns
         rgb = torch.tensor(colour(image), dtype=torch.float32) / 255
         pixels = rgb.repeat(crops, 576, 196).reshape(crops, 576, 588)
-        ids = [self.tokenizer.image_token_id] * (crops * 4)
-        ids += self.tokenizer.encode(f"User: {text} Assistant:")
+        ids = [self.tokenizer.eos_token_id]
+        ids += [self.tokenizer.image_token_id] * molmo_image_tokens(image.width, image.height, max_crops)
+        ids += self.tokenizer.encode(f" User: {text} Assistant:")
         return {
             "input_ids": torch.tensor(ids, dtype=torch.long),
             "images": pixels,
-            "image_input_idx": torch.arange(crops * 144, dtype=torch.long).reshape(crops, 144),
+            "image_input_idx": torch.arange(crops * 144, dtype=torch.int32).reshape(crops, 144),
             "image_masks": torch.ones(crops, 576),
         }
 
 
 class FakeMolmo(FakeModel):
-    """allenai/Molmo-7B-*-0924: `generate_from_batch(batch, GenerationConfig(...), tokenizer=...)`.
+    """Molmo-7B-*-0924 (`modeling_molmo.py`): `generate_from_batch(batch, generation_config=None, **kwargs)`.
 
-    Needs batched tensors and pixels in the model's dtype; returns ids including the prompt.
+    Asserts `generation_config.use_cache` and `max_new_tokens`; needs 2-D input ids and pixels in the
+    model's dtype; the tokenizer is required with stop strings; past 4,096 positions the RoPE lookup
+    fails with an IndexError; returns ids including the prompt.
     """
 
     allowed_kwargs = frozenset({"tokenizer", "streamer", "stopping_criteria"})
 
     def generate_from_batch(self, batch: dict[str, torch.Tensor], generation_config: Any = None,
                             **kwargs: Any) -> torch.Tensor:
-        if generation_config is not None and not generation_config.use_cache:
-            raise AssertionError("generation_config.use_cache must be set")
+        if generation_config is not None:
+            assert generation_config.use_cache
+        max_new_tokens = generation_config.max_new_tokens  # AttributeError without a config, as the real code
+        assert max_new_tokens is not None
         unknown = set(kwargs) - self.allowed_kwargs
         if unknown:
             raise ValueError(f"The following `model_kwargs` are not used by the model: {sorted(unknown)}")
         input_ids = batch["input_ids"]
-        _batch_size, _seq_len = input_ids.shape  # a 1-D input fails here, as in the remote code
+        _batch_size, seq_len = input_ids.shape  # a 1-D input fails here, as in the remote code
         images = batch["images"]
         if images.dim() != 4:
             raise ValueError(f"images must be (batch, crops, patches, pixels), got {tuple(images.shape)}")
@@ -374,6 +441,8 @@ class FakeMolmo(FakeModel):
             f"temperature={config.temperature if config.do_sample else None} "
             f"top_p={config.top_p if config.do_sample else None} max_new_tokens={config.max_new_tokens}"
         )
+        if seq_len + min(max_new_tokens, n_words(answer) + 1) > MOLMO_CONTEXT:
+            raise IndexError("index out of range in self")  # the 4,096-row RoPE table
         ids, record = fake_generate(
             tokenizer, answer, max_new_tokens=config.max_new_tokens, prompt_ids=input_ids[0].tolist(),
             streamer=kwargs.get("streamer"), stopping_criteria=kwargs.get("stopping_criteria"),
@@ -381,6 +450,10 @@ class FakeMolmo(FakeModel):
         )
         self.records.append(record)
         return ids
+
+
+def n_words(text: str) -> int:
+    return len(re.findall(r"\s*\S+", text))
 
 
 # --- moondream ------------------------------------------------------------------------------------
@@ -395,11 +468,122 @@ class FakeEncodedImage:
     caches: list[Any] = field(default_factory=list)
 
 
+class FakeByteTokenizer:
+    """A `tokenizers.Tokenizer` over bytes: one token a UTF-8 byte (256 = end of text), so a character
+    of several bytes spans several tokens, as it does in moondream's byte-level BPE."""
+
+    eos_id = 256
+
+    def encode(self, sequence: str, pair: Any = None, is_pretokenized: bool = False,
+               add_special_tokens: bool = True) -> Any:
+        return SimpleNamespace(ids=list(sequence.encode("utf-8")))
+
+    def decode(self, ids: list[int], skip_special_tokens: bool = True) -> str:
+        return bytes(i for i in ids if i < 256).decode("utf-8", errors="replace")
+
+
+MOONDREAM_CONTEXT = 2048  # config.py: max_context; the KV cache is allocated for exactly this many positions
+
+
 class FakeMoondream2(FakeModel):
-    """vikhyatk/moondream2, 2025 revisions: `query(image, question, stream=False, settings=None)` →
-    {"answer": str}, or {"answer": generator} with stream=True; `caption(image, length="normal")` →
-    {"caption": ...}. settings: max_tokens (768), temperature (0.5; 0 = greedy), top_p (0.3).
-    The tokenizer is a `tokenizers.Tokenizer` at `model.model.tokenizer`; the generator runs lazily.
+    """vikhyatk/moondream2 at revision 2025-01-09 (GitHub vikhyat/moondream 8ac77eb:
+    `moondream/torch/hf_moondream.py`, `moondream.py`).
+
+    `query`, `caption` and `encode_image` are properties returning the inner model's methods:
+    `query(image, question, stream=False, settings=None)` → {"answer": str | generator};
+    `caption(image, length="normal"|"short", stream=False, settings=None)` → {"caption": ...}.
+    `settings` is read for `max_tokens` only (default 512); every other key is ignored, and each next
+    token is the argmax (no sampling, no seed). Each token is decoded alone
+    (`self.model.tokenizer.decode([id])`) and yielded. The image prefix takes 730 positions; a
+    position past 2,048 raises IndexError mid-answer. Layers are float16 whatever `torch_dtype` is
+    asked, and casting the loaded model to another dtype breaks `encode_image`.
+    """
+
+    image_prefix = 730
+
+    def __init__(self, tokenizer: FakeTokenizer | None = None) -> None:
+        super().__init__(tokenizer)
+        self.model = SimpleNamespace(tokenizer=FakeByteTokenizer())
+        self.produced = 0  # tokens the generators actually computed
+        self._dtype = torch.float16
+
+    @property  # type: ignore[override]
+    def dtype(self) -> torch.dtype:
+        return self._dtype
+
+    @dtype.setter
+    def dtype(self, value: torch.dtype) -> None:
+        """`from_pretrained(torch_dtype=...)` is ignored: HfMoondream builds its layers in float16."""
+
+    def to(self, *args: Any, **kwargs: Any) -> FakeModel:
+        target = args[0] if args else kwargs.get("dtype", kwargs.get("device"))
+        if isinstance(target, torch.dtype) and target != torch.float16:
+            self.cast_to = target  # encode_image then fails: "mat1 and mat2 must have the same dtype"
+        return super().to(*args, **kwargs)
+
+    @property
+    def encode_image(self) -> Any:
+        return self._encode_image
+
+    @property
+    def query(self) -> Any:
+        return self._query
+
+    @property
+    def caption(self) -> Any:
+        return self._caption
+
+    def _encode_image(self, image: Any) -> FakeEncodedImage:
+        if isinstance(image, FakeEncodedImage):
+            return image
+        if not isinstance(image, Image.Image):
+            raise ValueError("image must be a PIL Image or EncodedImage")
+        if getattr(self, "cast_to", None) is not None:
+            raise RuntimeError(f"mat1 and mat2 must have the same dtype, but got Half and {self.cast_to}")
+        return FakeEncodedImage(pos=self.image_prefix, description=describe(image))
+
+    def _generate_text(self, skill: str, image: Any, question: str, stream: bool,
+                       settings: dict[str, Any] | None) -> Any:
+        max_tokens = settings.get("max_tokens", 512) if settings else 512
+        encoded = self._encode_image(image)
+        tokenizer = self.model.tokenizer
+        self.calls.append({"skill": skill, "image": image, "question": question, "stream": stream,
+                           "settings": settings})
+        answer = self.plan(f"{skill} image={encoded.description} question={question} greedy "
+                           f"max_tokens={max_tokens}")
+        answer_ids = tokenizer.encode(answer).ids + [FakeByteTokenizer.eos_id]
+        start = encoded.pos + len(tokenizer.encode(f"\n\nQuestion: {question}\n\nAnswer:").ids)
+
+        def generator() -> Any:
+            for count, token in enumerate(answer_ids[:max_tokens]):
+                if start + count >= MOONDREAM_CONTEXT:
+                    raise IndexError(f"index {MOONDREAM_CONTEXT} is out of bounds for dimension 0 with size "
+                                     f"{MOONDREAM_CONTEXT}")
+                if token == FakeByteTokenizer.eos_id:
+                    return
+                self.produced += 1
+                if self.delay_s:
+                    time.sleep(self.delay_s)
+                yield self.model.tokenizer.decode([token])
+
+        return generator() if stream else "".join(generator())
+
+    def _query(self, image: Any, question: str, stream: bool = False,
+               settings: dict[str, Any] | None = None) -> dict:
+        return {"answer": self._generate_text("query", image, question, stream, settings)}
+
+    def _caption(self, image: Any, length: str = "normal", stream: bool = False,
+                 settings: dict[str, Any] | None = None) -> dict:
+        if length not in ("normal", "short"):
+            raise ValueError(f"Unsupported caption length: {length}")
+        return {"caption": self._generate_text("caption", image, f"<{length} caption>", stream, settings)}
+
+
+class FakeMoondream2Sampling(FakeModel):
+    """vikhyatk/moondream2 at revision 2025-04-14 (GitHub vikhyat/moondream 7a979ce + f660ccb): the
+    same `query`/`caption`, with settings max_tokens (768), temperature (0.5; 0 = argmax) and top_p
+    (0.3), sampled from torch's global generator (so `torch.manual_seed` repeats it). Pieces are about
+    a word each (the 300573a stream). The tokenizer is a `tokenizers.Tokenizer` at `model.model.tokenizer`.
     """
 
     def __init__(self, tokenizer: FakeTokenizer | None = None) -> None:
@@ -412,17 +596,17 @@ class FakeMoondream2(FakeModel):
             return image
         return FakeEncodedImage(pos=730, description=describe(image))
 
-    def _text(self, skill: str, image: Any, question: str, stream: bool, settings: dict[str, Any] | None,
-              extra: dict[str, Any]) -> Any:
+    def _text(self, skill: str, image: Any, question: str, stream: bool, settings: dict[str, Any] | None) -> Any:
         settings = settings or {}
         max_tokens = settings.get("max_tokens", 768)
         temperature = settings.get("temperature", 0.5)
         top_p = settings.get("top_p", 0.3)
         encoded = self.encode_image(image)
         self.calls.append({"skill": skill, "image": image, "question": question, "stream": stream,
-                           "settings": settings, **extra})
+                           "settings": settings})
+        draw = f" draw={torch.rand(1).item():.6f}" if temperature > 0 else ""
         answer = self.plan(f"{skill} image={encoded.description} question={question} "
-                           f"temperature={temperature} top_p={top_p} max_tokens={max_tokens}")
+                           f"temperature={temperature} top_p={top_p} max_tokens={max_tokens}{draw}")
         words = re.findall(r"\s*\S+", answer)[:max_tokens]
 
         def generator() -> Any:
@@ -434,16 +618,14 @@ class FakeMoondream2(FakeModel):
 
         return generator() if stream else "".join(words)
 
-    def query(self, image: Any = None, question: str | None = None, reasoning: bool = False,
-              spatial_refs: Any = None, stream: bool = False, settings: dict[str, Any] | None = None) -> dict:
-        if question is None:
-            raise ValueError("question must be provided.")
-        return {"answer": self._text("query", image, question, stream, settings, {"reasoning": reasoning})}
+    def query(self, image: Any, question: str, stream: bool = False, settings: dict[str, Any] | None = None) -> dict:
+        return {"answer": self._text("query", image, question, stream, settings)}
 
     def caption(self, image: Any, length: str = "normal", stream: bool = False,
                 settings: dict[str, Any] | None = None) -> dict:
-        return {"caption": self._text("caption", image, f"<{length} caption>", stream, settings,
-                                      {"length": length})}
+        if length not in ("normal", "short", "long"):
+            raise ValueError(f"Unsupported caption length: {length}")
+        return {"caption": self._text("caption", image, f"<{length} caption>", stream, settings)}
 
 
 class FakeMoondream2Legacy(FakeModel):
@@ -524,12 +706,16 @@ class FakeMoondream1(FakeMoondream2Legacy):
 
 
 class FakeInternVL2(FakeModel):
-    """OpenGVLab/InternVL2-2B: `chat(tokenizer, pixel_values, question, generation_config,
-    history=None, return_history=False, num_patches_list=None, ...)`.
+    """OpenGVLab/InternVL2-2B `modeling_internvl_chat.py` (public copy zylluan/ft-uav_internvl2-2B):
+    `chat(tokenizer, pixel_values, question, generation_config, history=None, return_history=False,
+    num_patches_list=None, IMG_START_TOKEN, IMG_END_TOKEN, IMG_CONTEXT_TOKEN, verbose=False)`.
 
-    pixel_values (sum of tiles, 3, 448, 448) in the model's dtype; one `<image>` per entry of
-    num_patches_list; `generation_config` (a dict, streamer and stopping criteria included) goes to
-    `generate`; returns the response text with the template separator cut off.
+    Asserts `len(pixel_values) == sum(num_patches_list)`; pixel_values (tiles, 3, 448, 448) in the
+    model's dtype; `<image>\\n` is added when the question has none; fewer `<image>` placeholders than
+    images fail in generate (shape mismatch), extra ones stay as text. `generation_config` (a dict,
+    streamer and stopping criteria included) goes to `generate` with `eos_token_id` set to
+    `<|im_end|>`; `use_cache` in it is a duplicate keyword. Generate returns the new tokens only (the
+    streamer's first put is empty); chat returns the text, or (text, history).
     """
 
     num_image_token = 256
@@ -568,13 +754,14 @@ class FakeInternVL2(FakeModel):
             if pixel_values.dtype != self.dtype:
                 raise RuntimeError(f"Input type ({pixel_values.dtype}) and bias type ({self.dtype}) "
                                    "should be the same")
-        if question.count("<image>") != len(num_patches_list):
-            raise ValueError(f"{question.count('<image>')} <image> placeholders "
-                             f"for {len(num_patches_list)} images")
+        if question.count("<image>") < len(num_patches_list):  # too many placeholders stay as text
+            raise RuntimeError("shape mismatch: value tensor cannot be broadcast to indexing result")
+        if "use_cache" in generation_config:
+            raise TypeError("generate() got multiple values for keyword argument 'use_cache'")
         unknown = set(generation_config) - self.generate_kwargs
         if unknown:
             raise ValueError(f"The following `model_kwargs` are not used by the model: {sorted(unknown)}")
-        generation_config["eos_token_id"] = tokenizer.eos_token_id
+        generation_config["eos_token_id"] = tokenizer.token_id("<|im_end|>")  # the template's separator
         colours = self.mean_colours(pixel_values, num_patches_list) if pixel_values is not None else []
         config = dict(generation_config)
         self.calls.append({"question": question, "pixel_values": pixel_values,
@@ -587,7 +774,7 @@ class FakeInternVL2(FakeModel):
             f"top_p={config.get('top_p')} max_new_tokens={config.get('max_new_tokens')}"
         )
         ids, record = fake_generate(tokenizer, answer, max_new_tokens=config.get("max_new_tokens", 20),
-                                    streamer=config.get("streamer"),
+                                    prompt_ids=(), streamer=config.get("streamer"),
                                     stopping_criteria=config.get("stopping_criteria"),
                                     delay_s=self.delay_s, kwargs=config)
         self.records.append(record)
@@ -599,6 +786,22 @@ class FakeInternVL2(FakeModel):
 
 
 # --- loading --------------------------------------------------------------------------------------
+
+
+def import_remote_code(source: str) -> Any:
+    """Import `source` as a fresh module, the way transformers imports a repo's remote code files."""
+    import importlib.util
+    import tempfile
+    import uuid
+
+    name = f"fake_remote_{uuid.uuid4().hex[:8]}"
+    path = Path(tempfile.mkdtemp()) / f"{name}.py"
+    path.write_text(source, encoding="utf-8")
+    module_spec = importlib.util.spec_from_file_location(name, path)
+    assert module_spec is not None and module_spec.loader is not None
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    return module
 
 
 class FakeHub:
@@ -620,6 +823,8 @@ class FakeHub:
             self.calls.append((name, repo, kwargs))
             if isinstance(value, BaseException):
                 raise value
+            if getattr(value, "remote_code", None):
+                import_remote_code(value.remote_code)  # as transformers imports a repo's modeling files
             dtype = kwargs.get("dtype", kwargs.get("torch_dtype"))
             if isinstance(value, FakeModel) and isinstance(dtype, torch.dtype):
                 value.dtype = dtype
