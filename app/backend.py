@@ -54,8 +54,10 @@ class OpenAIBackend:
             async with self._client.stream("POST", f"{self.base_url}/chat/completions",
                                            json=self._body(prompt, images, params)) as response:
                 if response.status_code >= 400:
-                    raise BackendError(f"{self.label}: HTTP {response.status_code}: "
-                                       f"{_error_message(await response.aread())}")
+                    message = _error_message(await response.aread())
+                    if not message.startswith(f"{self.label}:"):  # our workers name the model already
+                        message = f"{self.label}: HTTP {response.status_code}: {message}"
+                    raise BackendError(message, status=response.status_code)
                 async for line in response.aiter_lines():
                     if not line.startswith("data:"):
                         continue

@@ -120,6 +120,7 @@ def cmd_tiny_models(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from app.adapters import GenerationParams, ModelLoadError, adapter_for
+    from app.budget import InputTooLarge
     from app.images import ImageError, decode_image
 
     catalog = _catalog(args.models)
@@ -150,7 +151,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     first: float | None = None
     pieces: list[str] = []
     finish = None
-    for piece in adapter.generate(images, args.prompt, params):
+    try:
+        call = adapter.prepare(images, args.prompt, params)
+    except InputTooLarge as exc:
+        raise CommandError(str(exc)) from None
+    for piece in adapter.run(call):
         if isinstance(piece, str):
             first = first if first is not None else time.perf_counter() - started
             pieces.append(piece)
@@ -161,12 +166,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     total = time.perf_counter() - started
     if finish and finish.image_note:
         print(f"\n[{finish.image_note}]", file=sys.stderr)
+    for note in (finish.applied or {}).get("notes", []) if finish else []:
+        print(f"[{note}]", file=sys.stderr)
     if args.json:
         print(json.dumps({
             "model": spec.id, "text": "".join(pieces), "tokens": finish.completion_tokens if finish else 0,
             "prompt_tokens": finish.prompt_tokens if finish else 0, "ttft_s": round(first or total, 4),
             "total_s": round(total, 4), "finish_reason": finish.finish_reason if finish else None,
-            "image_note": finish.image_note if finish else None,
+            "image_note": finish.image_note if finish else None, "applied": finish.applied if finish else None,
         }, ensure_ascii=False))
     else:
         print()

@@ -161,7 +161,8 @@ def timing(finish: Finish, ttft_s: float | None, total_s: float) -> dict[str, An
 
 
 def error_body(message: str, kind: str = "invalid_request_error",
-               code: Literal["bad_request", "model_error", "busy"] | None = None) -> dict[str, Any]:
+               code: Literal["bad_request", "model_error", "busy", "context_length_exceeded"] | None = None
+               ) -> dict[str, Any]:
     return {"error": {"message": message, "type": kind, "code": code}}
 
 
@@ -169,7 +170,14 @@ Timed = tuple[Any, float | None, float]  # (text piece or Finish, time to first 
 
 
 class ModelFailure(RuntimeError):
-    """A model or model server that failed to answer; its message is written for people."""
+    """A model or model server that failed to answer; its message is written for people.
+
+    `status` is the HTTP status the model's server answered with, when it refused the request.
+    """
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 def describe_failure(exc: BaseException) -> str:
@@ -205,6 +213,9 @@ async def whole_answer(answer: AsyncIterator[Timed], writer: ChunkWriter, failur
                 return JSONResponse(writer.completion("".join(pieces), piece, first, elapsed))
             pieces.append(piece)
     except Exception as exc:
+        status = getattr(exc, "status", None)
+        if isinstance(status, int) and 400 <= status < 500:  # the model's server refused the request itself
+            return JSONResponse(error_body(describe_failure(exc)), status_code=status)
         return JSONResponse(error_body(describe_failure(exc), "model_error", "model_error"),
                             status_code=failure_status)
     return JSONResponse(error_body("the model ended without token counts", "model_error", "model_error"),

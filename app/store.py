@@ -153,6 +153,10 @@ def _check_text(name: str, value: object, *, max_chars: int | None = None) -> No
         raise ValueError(f"{name}: expected text, got {type(value).__name__}")
     if "\x00" in value:
         raise ValueError(f"{name}: must not contain NUL characters")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError(f"{name}: must be valid Unicode text (it holds a lone surrogate code point)") from None
     if max_chars is not None and len(value) > max_chars:
         raise ValueError(f"{name}: at most {max_chars} characters, got {len(value)}")
 

@@ -38,7 +38,7 @@ TINY_FAMILIES: dict[str, tuple[str, bool, str]] = {
 }
 
 
-TINY_CONTEXT = 1024  # max_position_embeddings of every tiny text model
+TINY_CONTEXT = 4096  # max_position_embeddings of every tiny text model
 # The tiny Qwen processors resize to 28²..56² pixels (1 to 4 image tokens): their budget says the same.
 TINY_BUDGETS: dict[str, dict[str, int]] = {
     family: {"context_tokens": TINY_CONTEXT, "min_pixels": 28 * 28, "max_pixels": 56 * 56}
@@ -87,7 +87,8 @@ def _vocab(tokenizer: Any, extra: int = 0) -> int:
 
 def _llama_text(tokenizer: Any) -> dict[str, Any]:
     return dict(model_type="llama", vocab_size=_vocab(tokenizer), hidden_size=64, intermediate_size=128,
-                num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
+                num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                max_position_embeddings=TINY_CONTEXT,
                 bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
                 pad_token_id=tokenizer.pad_token_id)
 
@@ -129,7 +130,7 @@ def _build_paligemma() -> tuple[Any, Any]:
                            projection_dim=64),
         text_config=dict(model_type="gemma", vocab_size=vocab, hidden_size=64, intermediate_size=128,
                          num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=1, head_dim=16,
-                         max_position_embeddings=1024, bos_token_id=tok.bos_token_id,
+                         max_position_embeddings=TINY_CONTEXT, bos_token_id=tok.bos_token_id,
                          eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id),
         image_token_index=tok.image_token_id, projection_dim=64, hidden_size=64, vocab_size=vocab)
     return PaliGemmaForConditionalGeneration(config), processor
@@ -174,7 +175,7 @@ def _build_mllama() -> tuple[Any, Any]:
                            vision_output_dim=32 * 3),  # hidden × (1 + intermediate layers)
         text_config=dict(vocab_size=_vocab(tok, 1), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                          num_attention_heads=4, num_key_value_heads=2, cross_attention_layers=[1],
-                         max_position_embeddings=1024, bos_token_id=tok.bos_token_id,
+                         max_position_embeddings=TINY_CONTEXT, bos_token_id=tok.bos_token_id,
                          eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id),
         image_token_index=tok.convert_tokens_to_ids("<|image|>"))
     return MllamaForConditionalGeneration(config), processor
@@ -197,7 +198,7 @@ def _build_gemma3() -> tuple[Any, Any]:
         text_config=dict(vocab_size=_vocab(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                          num_attention_heads=4, num_key_value_heads=1, head_dim=16, query_pre_attn_scalar=16,
                          sliding_window=64, layer_types=["sliding_attention", "full_attention"],
-                         max_position_embeddings=1024, bos_token_id=tok.bos_token_id,
+                         max_position_embeddings=TINY_CONTEXT, bos_token_id=tok.bos_token_id,
                          eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id),
         mm_tokens_per_image=4, boi_token_index=tok.boi_token_id, eoi_token_index=tok.eoi_token_id,
         image_token_index=tok.image_token_id)
@@ -214,7 +215,7 @@ def _qwen_parts() -> tuple[Any, str, dict[str, Any], dict[str, int]]:
     ids = tok.convert_tokens_to_ids
     # M-RoPE: the sections sum to head_dim / 2 = (64 / 4) / 2 = 8.
     text = dict(vocab_size=_vocab(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
+                num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=TINY_CONTEXT,
                 rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3, 3]},
                 bos_token_id=ids("<|endoftext|>"), eos_token_id=ids("<|im_end|>"), pad_token_id=ids("<|endoftext|>"))
     vision_ids = dict(image_token_id=ids("<|image_pad|>"), video_token_id=ids("<|video_pad|>"),
@@ -286,7 +287,8 @@ def _build_internvl() -> tuple[Any, Any]:
                            image_size=[32, 32], patch_size=[8, 8]),
         text_config=dict(model_type="qwen2", vocab_size=_vocab(tok), hidden_size=64, intermediate_size=128,
                          num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                         max_position_embeddings=1024, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id),
+                         max_position_embeddings=TINY_CONTEXT, eos_token_id=tok.eos_token_id,
+                         pad_token_id=tok.pad_token_id),
         image_token_id=tok.context_image_token_id, image_seq_length=4, downsample_ratio=0.5)
     return InternVLForConditionalGeneration(config), processor
 

@@ -28,10 +28,10 @@ from fastapi.responses import JSONResponse
 from fastapi.sse import EventSourceResponse
 from pydantic import ValidationError
 
-from app.adapters.base import Finish, ModelLoadError, Piece
+from app.adapters.base import Call, Finish, ModelLoadError, Piece
+from app.budget import InputTooLarge
 from app.catalog import ModelSpec
 from app.protocol import (
-    ChatInput,
     ChatRequest,
     ChunkWriter,
     ProtocolError,
@@ -140,15 +140,14 @@ def runtime_info() -> dict[str, str]:
     return info
 
 
-async def generate_async(state: WorkerState, request: ChatInput, images: list[Any],
-                         cancel: threading.Event) -> AsyncIterator[Piece]:
+async def generate_async(state: WorkerState, call: Call, cancel: threading.Event) -> AsyncIterator[Piece]:
     """Run the adapter's blocking generator in a thread and yield its pieces on the event loop."""
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue[Any] = asyncio.Queue()
 
     def produce() -> None:
         try:
-            for piece in state.adapter.generate(images, request.prompt, request.params, cancel):
+            for piece in state.adapter.run(call, cancel):
                 loop.call_soon_threadsafe(queue.put_nowait, piece)
         except BaseException as exc:
             loop.call_soon_threadsafe(queue.put_nowait, exc)
@@ -216,12 +215,15 @@ def create_worker_app(state: WorkerState, token: str | None = None) -> FastAPI:
             return JSONResponse(error_body("messages: at least one image_url part is required"), status_code=400)
         from app.images import ImageError, decode_image
 
-        try:  # decode before streaming starts, so a bad image gets a 400, not a broken stream
+        try:  # decode and fit before streaming starts, so a bad or oversized input gets a 400, not a broken stream
             images = [decode_image(part.data, f"image {i + 1}") for i, part in enumerate(wanted.images)]
+            call = await asyncio.to_thread(state.adapter.prepare, images, wanted.prompt, wanted.params)
         except ImageError as exc:
             return JSONResponse(error_body(str(exc)), status_code=400)
+        except InputTooLarge as exc:
+            return JSONResponse(error_body(str(exc), code="context_length_exceeded"), status_code=400)
         writer = ChunkWriter(chat.model or state.spec.id)
-        answer = timed(state, wanted, images)
+        answer = timed(state, call)
         if chat.stream:
             return EventSourceResponse(sse_answer(answer, writer))
         return await whole_answer(answer, writer, failure_status=500)
@@ -229,15 +231,14 @@ def create_worker_app(state: WorkerState, token: str | None = None) -> FastAPI:
     return app
 
 
-async def timed(state: WorkerState, wanted: ChatInput,
-                images: list[Any]) -> AsyncIterator[tuple[Piece, float | None, float]]:
+async def timed(state: WorkerState, call: Call) -> AsyncIterator[tuple[Piece, float | None, float]]:
     """One generation at a time: each piece with the time to first token and the time so far."""
     async with state.gate:
         state.active += 1
         try:
             started = time.perf_counter()
             first: float | None = None
-            async for piece in generate_async(state, wanted, images, threading.Event()):
+            async for piece in generate_async(state, call, threading.Event()):
                 now = time.perf_counter() - started
                 if first is None and not isinstance(piece, Finish):
                     first = now

@@ -100,6 +100,14 @@ def test_models_json_lists_the_catalogue(tmp_path):
                 "trust_remote_code", "runtime", "available", "planned_gb", "measured_gb"}
     assert all(required <= set(row) for row in rows)
     assert by_id["qwen2-vl-2b"]["min_gpu_gb"] == 13.70 and by_id["qwen2-vl-2b"]["min_gpu_gb_source"] == "seed"
+    assert by_id["qwen2-vl-2b"]["input_budget"] == {"context_tokens": 32768, "max_images": None,
+                                                    "min_pixels": 3136, "max_pixels": 1003520}
+    assert by_id["llava-1.5-7b"]["input_budget"]["context_tokens"] == 4096
+    assert by_id["moondream2"]["input_budget"]["max_images"] == 1
+    assert by_id["moondream2"]["capabilities"] == {"sampling": False, "seed": True, "streaming": True}
+    assert by_id["minicpm-v-2.6"]["capabilities"]["sampling"] is True
+    table = cli("models", "--data-dir", str(tmp_path)).stdout
+    assert "greedy only" in next(row for row in table.splitlines() if row.startswith("moondream2 "))
 
 
 def test_models_table_shows_planned_and_measured(tmp_path):

@@ -161,3 +161,33 @@ def test_every_catalogued_model_has_a_budget_and_capabilities():
             assert spec.multi_image or spec.input_budget.max_images == 1, spec.id
     assert catalog.get("moondream2").capabilities.sampling is False  # the pinned 2025-01-09 decodes by argmax
     assert catalog.get("qwen2-vl-2b").input_budget.max_pixels == 1280 * 28 * 28
+
+
+async def test_a_worker_refuses_what_cannot_fit_with_a_400_naming_model_tokens_and_limit(tiny_dir: Path):
+    import httpx
+
+    from app.backend import BackendError, OpenAIBackend
+    from app.protocol import ImagePart, user_message
+    from app.worker import WorkerState, create_worker_app
+    from tests.conftest import png_bytes
+
+    spec = tiny_spec(tiny_dir, "llava", budget={"context_tokens": 64})
+    state = WorkerState(spec, "cpu")
+    state.adapter = adapter_for("llava").load(spec, "cpu", None)
+    state.status = "ready"
+    transport = httpx.ASGITransport(app=create_worker_app(state))
+    async with httpx.AsyncClient(transport=transport, base_url="http://worker") as client:
+        images = [ImagePart(png_bytes((10, 20, 30)))]
+        body = {"model": spec.id, "messages": user_message("hello world " * 40, images), "max_tokens": 8}
+        response = await client.post("/v1/chat/completions", json=body)
+        assert response.status_code == 400
+        error = response.json()["error"]
+        assert error["code"] == "context_length_exceeded"
+        assert error["message"].startswith("tiny-llava: ") and "56 its context leaves" in error["message"]
+        backend = OpenAIBackend("http://worker/v1", spec.id, client=client)
+        with pytest.raises(BackendError) as failed:
+            async for _ in backend.stream("hello world " * 40, images, GenerationParams(max_new_tokens=8)):
+                pass
+        assert failed.value.status == 400 and str(failed.value) == error["message"]
+        pieces = [p async for p in backend.stream("Hi.", images, GenerationParams(max_new_tokens=4))]
+        assert isinstance(pieces[-1], Finish) and pieces[-1].applied["decoding"] == "greedy"

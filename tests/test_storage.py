@@ -274,6 +274,8 @@ def test_rating_refusals(engine: Engine, data_dir: Path) -> None:
         store.rate(engine, output_id, 3, "x" * 10_001, "ann")
     with pytest.raises(ValueError, match="note.*NUL"):
         store.rate(engine, output_id, 3, "a\x00b", "ann")
+    with pytest.raises(ValueError, match="note: must be valid Unicode text .*lone surrogate"):
+        store.rate(engine, output_id, 3, "a\ud800b", "ann")  # JSON "\ud800" decodes to this
     with pytest.raises(IntegrityError), session(engine) as db:  # the CHECK constraint backs the validation
         db.add(Rating(output_id=output_id, score=9, rater="ann"))
 

@@ -415,3 +415,35 @@ def test_a_comparison_the_page_left_is_stopped(client: TestClient, monkeypatch: 
         time.sleep(0.2)
     assert output["status"] == "interrupted", output
     assert "the browser went away" in output["error"]
+
+
+def test_an_empty_answer_says_why_instead_of_leaving_the_panel_blank(client: TestClient) -> None:
+    comparison = stored(client, text="", models=("tiny-paligemma",))
+    store.update_output(client.app.state.engine, comparison["outputs"][0]["id"], tokens=1)
+    page = client.get(f"/comparisons/{comparison['id']}").text
+    assert "The model returned an empty answer: its first token was end-of-text" in page
+    assert "which random weights often do" in page  # a tiny demo model
+    assert "empty answer" not in client.get(f"/comparisons/{stored(client)['id']}").text
+
+
+def test_the_panel_and_the_api_say_which_settings_were_really_applied(client: TestClient) -> None:
+    comparison = stored(client, models=("tiny-qwen2-vl",))
+    applied = {"max_new_tokens": 16, "temperature": 0.0, "top_p": 1.0, "seed": None, "decoding": "greedy",
+               "notes": ["greedy only: temperature 0.8 and top_p 0.9 ignored"]}
+    store.update_output(client.app.state.engine, comparison["outputs"][0]["id"], params=applied)
+    page = client.get(f"/comparisons/{comparison['id']}").text
+    assert "greedy only: temperature 0.8 and top_p 0.9 ignored" in page
+    body = client.get(f"/api/comparisons/{comparison['id']}").json()
+    assert body["outputs"][0]["params"] == applied
+
+
+def test_model_cards_show_what_a_model_cannot_do(client: TestClient, catalog_path: Path) -> None:
+    from app.catalog import load_catalog
+    from app.web import capability_badges
+
+    catalog = load_catalog(Path(__file__).resolve().parent.parent / "models.yaml")
+    assert ("greedy only", "this model decodes greedily: temperature and top_p are ignored") in \
+        capability_badges(catalog.get("moondream2"))
+    assert capability_badges(catalog.get("llava-1.5-7b"))[0][0] == "4k ctx"
+    page = client.get("/").text
+    assert 'title="context of 4,096 tokens for the prompt, its images and the answer">4k ctx</span>' in page

@@ -125,7 +125,10 @@ class Adapter(ABC):
         cancel: threading.Event | None = None,
     ) -> Iterator[Piece]:
         """Yield text pieces, then one `Finish` saying what was applied. Single-image models get a grid."""
-        call = self.prepare(images, prompt, params)
+        yield from self.run(self.prepare(images, prompt, params), cancel)
+
+    def run(self, call: Call, cancel: threading.Event | None = None) -> Iterator[Piece]:
+        """Generate a prepared call: text pieces, then one `Finish` with the image note and applied settings."""
         cancel = cancel or threading.Event()
         finish: Finish | None = None
         for piece in self._generate(call, cancel):

@@ -27,12 +27,10 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from app.adapters import register
-from app.adapters.base import Finish, GenerationParams, Piece
+from app.adapters.base import Call, Finish, Piece
 from app.adapters.generic import GenericAdapter
 
 if TYPE_CHECKING:
-    from PIL import Image
-
     from app.catalog import ModelSpec
 
 ENV = {"VLM_ADAPTER_MODULES": "faulty_oom=tests.fakes.faulty,faulty_hang=tests.fakes.faulty,"
@@ -43,12 +41,11 @@ REAL_PIECES = 3  # pieces streamed before the fault
 OOM_MESSAGE = "CUDA out of memory (injected by the test)"
 
 
-def _real_pieces(adapter: GenericAdapter, images: list[Image.Image], prompt: str,
-                 params: GenerationParams) -> Iterator[str]:
+def _real_pieces(adapter: GenericAdapter, call: Call) -> Iterator[str]:
     """A few genuine text pieces from the real model, then stop its generation."""
     inner = threading.Event()
     produced = 0
-    generation = GenericAdapter._generate(adapter, images, prompt, params, inner)
+    generation = GenericAdapter._generate(adapter, call, inner)
     try:
         for piece in generation:
             if isinstance(piece, Finish):
@@ -66,14 +63,13 @@ def _real_pieces(adapter: GenericAdapter, images: list[Image.Image], prompt: str
 class OutOfMemoryAdapter(GenericAdapter):
     """Streams a few real pieces, then raises torch's out-of-memory error (a fake fault)."""
 
-    def _generate(self, images: list[Image.Image], prompt: str, params: GenerationParams,
-                  cancel: threading.Event) -> Iterator[Piece]:
-        if NO_FAULT in prompt:
-            yield from super()._generate(images, prompt, params, cancel)
+    def _generate(self, call: Call, cancel: threading.Event) -> Iterator[Piece]:
+        if NO_FAULT in call.prompt:
+            yield from super()._generate(call, cancel)
             return
         import torch
 
-        yield from _real_pieces(self, images, prompt, params)
+        yield from _real_pieces(self, call)
         raise torch.OutOfMemoryError(OOM_MESSAGE)
 
 
@@ -81,12 +77,11 @@ class OutOfMemoryAdapter(GenericAdapter):
 class HangingAdapter(GenericAdapter):
     """Streams a few real pieces, then blocks forever, deaf to cancellation (a fake fault)."""
 
-    def _generate(self, images: list[Image.Image], prompt: str, params: GenerationParams,
-                  cancel: threading.Event) -> Iterator[Piece]:
-        if NO_FAULT in prompt:
-            yield from super()._generate(images, prompt, params, cancel)
+    def _generate(self, call: Call, cancel: threading.Event) -> Iterator[Piece]:
+        if NO_FAULT in call.prompt:
+            yield from super()._generate(call, cancel)
             return
-        yield from _real_pieces(self, images, prompt, params)
+        yield from _real_pieces(self, call)
         while True:  # ignores `cancel` on purpose: only the process's end stops it
             time.sleep(0.5)
 
