@@ -27,13 +27,13 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from app.adapters.base import Finish, GenerationParams  # noqa: E402
-from app.catalog import load_catalog  # noqa: E402
-from app.launcher import ProcessLauncher  # noqa: E402
-from app.pool import ModelPool  # noqa: E402
-from app.protocol import ImagePart  # noqa: E402
-from app.sizes import SizeBook  # noqa: E402
-from app.tiny import build_tiny_models  # noqa: E402
+from app.core.catalog import load_catalog  # noqa: E402
+from app.core.generation import Finish, GenerationParams  # noqa: E402
+from app.core.protocol import ImagePart  # noqa: E402
+from app.pool.launcher import ProcessLauncher  # noqa: E402
+from app.pool.pool import ModelPool  # noqa: E402
+from app.pool.sizes import SizeBook  # noqa: E402
+from app.tiny.checkpoints import build_tiny_models  # noqa: E402
 
 MODEL = "tiny-qwen2-vl"
 PROMPT = "Describe this image."
@@ -107,7 +107,7 @@ async def main() -> None:
     catalog = load_catalog(build_tiny_models(tiny_dir))
     repo = catalog.get(MODEL).repo
     logs = Path(tempfile.mkdtemp(prefix="bench-logs-"))
-    pool = ModelPool(catalog, ProcessLauncher(logs), budget_gb=4.0, sizes=SizeBook(None))
+    pool = ModelPool(catalog, ProcessLauncher(logs), budget_gb=4.0, sizes=SizeBook())
     raw = Raw(repo)
     n = args.repeats
 

@@ -724,7 +724,7 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="vlm-soak-"))
     if args.tiny_dir is None:
         args.tiny_dir = work / "tiny"
-    from app.tiny import build_tiny_models
+    from app.tiny.checkpoints import build_tiny_models
 
     build_tiny_models(args.tiny_dir)
     try:

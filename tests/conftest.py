@@ -18,7 +18,7 @@ ARTIFACTS = ROOT / "test-artifacts"
 @pytest.fixture(scope="session")
 def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """All tiny checkpoints and their models.yaml, built once (or reused from VLM_TINY_DIR)."""
-    from app.tiny import build_tiny_models
+    from app.tiny.checkpoints import build_tiny_models
 
     cached = os.environ.get("VLM_TINY_DIR")
     out = Path(cached) if cached else tmp_path_factory.mktemp("tiny")
@@ -33,7 +33,7 @@ def tiny_catalog_path(tiny_dir: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_catalog(tiny_catalog_path: Path):
-    from app.catalog import load_catalog
+    from app.core.catalog import load_catalog
 
     return load_catalog(tiny_catalog_path)
 

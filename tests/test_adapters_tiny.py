@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from app.adapters import GenerationParams, adapter_for
-from app.adapters.base import Finish
-from app.images import grid, prepare_for_model
-from app.tiny import BUILDERS
+from app.adapters import adapter_for
+from app.core.generation import Finish, GenerationParams
+from app.core.images import grid, prepare_for_model
+from app.tiny.checkpoints import BUILDERS
 from tests.conftest import solid
 
 TINY_IDS = [f"tiny-{family.replace('_', '-')}" for family in BUILDERS]

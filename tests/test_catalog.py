@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from app.adapters import adapter_for, families
-from app.catalog import CatalogError, load_catalog, parse_catalog
+from app.core.catalog import CatalogError, load_catalog, parse_catalog
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from app.tiny import BUILDERS
+from app.tiny.checkpoints import BUILDERS
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -111,7 +111,13 @@ def test_models_json_lists_the_catalogue(tmp_path):
 
 
 def test_models_table_shows_planned_and_measured(tmp_path):
-    (tmp_path / "measured_sizes.json").write_text(json.dumps({"smolvlm-instruct": 6.5}))
+    from app.storage.db import init_db, make_engine
+    from app.storage.sizes import save_measured_size
+
+    engine = make_engine(None, tmp_path)
+    init_db(engine)
+    save_measured_size(engine, "smolvlm-instruct", 6.5)
+    engine.dispose()
     table = cli("models", "--data-dir", str(tmp_path)).stdout
     line = next(row for row in table.splitlines() if row.startswith("smolvlm-instruct "))
     assert "5.02" in line and "6.50" in line and "seed" in line

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from app.catalog import parse_catalog
-from app.compare import ComparisonRun, ComparisonRunner, OutputRun, PanelEvent
+from app.compare.runner import ComparisonRun, ComparisonRunner, OutputRun, PanelEvent
+from app.core.catalog import parse_catalog
 
 
 def runner_with_run() -> tuple[ComparisonRunner, ComparisonRun]:

@@ -14,11 +14,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sqlalchemy import Engine, update
 
-from app import export, store
-from app.db import init_db, make_engine, session
-from app.export import COLUMNS, FORMULA_STARTS, format_row, ratings_csv_rows, write_ratings_csv
-from app.store import OutputInput, StoredImageInput
-from app.tables import Rating
+from app.storage import comparisons, export, outputs, ratings
+from app.storage.comparisons import OutputInput, StoredImageInput
+from app.storage.db import init_db, make_engine, session
+from app.storage.export import COLUMNS, FORMULA_STARTS, format_row, ratings_csv_rows, write_ratings_csv
+from app.storage.tables import Rating
 from tests.test_postgres import reset_schema, unit_test_url
 
 PNG = StoredImageInput("a.png", b"png bytes", "PNG", 2, 2)
@@ -44,7 +44,7 @@ def make_store(data_dir: Path, monkeypatch: pytest.MonkeyPatch | None = None) ->
 
 
 def rate_at(engine: Engine, output_id: int, score: int, note: str, rater: str, when: datetime) -> None:
-    rating, _ = store.rate(engine, output_id, score, note, rater)
+    rating, _ = ratings.rate(engine, output_id, score, note, rater)
     with session(engine) as db:
         db.exec(update(Rating).where(Rating.id == rating.id).values(updated_at=when))
 
@@ -56,15 +56,15 @@ def day(d: int, hour: int = 0) -> datetime:
 @pytest.fixture
 def engine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Engine:
     engine = make_store(tmp_path, monkeypatch)
-    outputs = [
+    answers = [
         OutputInput("m1", "org/m1", "main", "local"),
         OutputInput("m2", "org/m2", "abc123", "remote", params={"temperature": 0.7}),
     ]
     prompt = 'Décris: "chat", chien\nmerci'
-    created = store.create_comparison(engine, tmp_path, prompt, PARAMS, "ann", False, [PNG, JPEG], outputs)
+    created = comparisons.create_comparison(engine, tmp_path, prompt, PARAMS, "ann", False, [PNG, JPEG], answers)
     m1, m2 = created.output_ids
-    store.finish_output(engine, m1, text="- a cat\n- a dog", ttft_s=0.25, total_s=1.5, tokens=12)
-    store.finish_output(engine, m2, text="Un chat « noir »", ttft_s=0.5, total_s=2.0, tokens=3)
+    outputs.finish_output(engine, m1, text="- a cat\n- a dog", ttft_s=0.25, total_s=1.5, tokens=12)
+    outputs.finish_output(engine, m2, text="Un chat « noir »", ttft_s=0.5, total_s=2.0, tokens=3)
     rate_at(engine, m1, 5, "=1+2", "ann", day(1, 10))
     rate_at(engine, m1, 4, "@SUM(A1)", "bob", day(2))
     rate_at(engine, m2, 3, "-3", "ann", day(3))
@@ -195,10 +195,10 @@ def test_stored_text_reads_back_from_the_csv(
     model = f"model-{next(MODEL_NUMBERS)}"
     data_dir = shared_data_dir
     image = StoredImageInput(name, PNG.data, "PNG", 2, 2)
-    created = store.create_comparison(
+    created = comparisons.create_comparison(
         shared_engine, data_dir, prompt, PARAMS, rater, False, [image], [OutputInput(model)]
     )
-    store.rate(shared_engine, created.output_ids[0], 3, note, rater)
+    ratings.rate(shared_engine, created.output_ids[0], 3, note, rater)
     lines = list(ratings_csv_rows(shared_engine, model=model))
     assert all(line.endswith("\r\n") for line in lines)
     header, row = parse("".join(lines))

@@ -7,7 +7,7 @@ import io
 import pytest
 from PIL import Image
 
-from app.images import ImageError, decode_image
+from app.core.images import ImageError, decode_image
 
 
 def encode(image: Image.Image, fmt: str, **kwargs) -> bytes:

@@ -13,18 +13,18 @@ from pathlib import Path
 
 import pytest
 
-from app.adapters import GenerationParams, adapter_for
-from app.adapters.base import Finish
-from app.budget import FAMILY_DEFAULTS, InputTooLarge, apply_capabilities
-from app.budget import Capabilities as Caps
-from app.catalog import ModelSpec
+from app.adapters import adapter_for
+from app.core.budget import FAMILY_DEFAULTS, InputTooLarge, apply_capabilities
+from app.core.budget import Capabilities as Caps
+from app.core.catalog import ModelSpec
+from app.core.generation import Finish, GenerationParams
 from tests.conftest import solid
 
 PHOTO = (4032, 3024)  # a phone photo: 12.2 MP
 
 
 def tiny_spec(tiny_dir: Path, family: str, **changes) -> ModelSpec:
-    from app.tiny import tiny_spec as entry
+    from app.tiny.checkpoints import tiny_spec as entry
 
     raw = entry(family)
     raw["repo"] = str(tiny_dir / family)
@@ -152,7 +152,7 @@ def test_capabilities_decide_what_is_applied():
 
 
 def test_every_catalogued_model_has_a_budget_and_capabilities():
-    from app.catalog import load_catalog
+    from app.core.catalog import load_catalog
 
     catalog = load_catalog(Path(__file__).resolve().parent.parent / "models.yaml")
     for spec in catalog.models:
@@ -166,9 +166,9 @@ def test_every_catalogued_model_has_a_budget_and_capabilities():
 async def test_a_worker_refuses_what_cannot_fit_with_a_400_naming_model_tokens_and_limit(tiny_dir: Path):
     import httpx
 
-    from app.backend import BackendError, OpenAIBackend
-    from app.protocol import ImagePart, user_message
-    from app.worker import WorkerState, create_worker_app
+    from app.core.protocol import ImagePart, user_message
+    from app.pool.client import BackendError, OpenAIBackend
+    from app.worker.server import WorkerState, create_worker_app
     from tests.conftest import png_bytes
 
     spec = tiny_spec(tiny_dir, "llava", budget={"context_tokens": 64})

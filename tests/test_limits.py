@@ -14,10 +14,7 @@ import httpx
 import pytest
 from PIL import Image, ImageFile
 
-from app.catalog import Catalog, parse_catalog
-from app.config import MB, Limits
-from app.images import decode_image
-from app.validation import (
+from app.compare.validation import (
     InputError,
     Upload,
     check_image,
@@ -26,6 +23,9 @@ from app.validation import (
     check_params,
     check_prompt,
 )
+from app.core.catalog import Catalog, parse_catalog
+from app.core.images import decode_image
+from app.core.settings import MB, Limits
 
 SMALL = Limits(max_images=3, max_image_bytes=1 * MB, max_request_bytes=2 * MB, max_pixels=1_000_000,
                max_prompt_chars=4000, max_models=8, max_new_tokens=512)
@@ -358,9 +358,9 @@ def test_a_chunked_body_over_the_request_limit_is_413_and_stores_nothing(live_se
 
 
 def test_a_model_that_cannot_be_loaded_here_is_refused_when_picked():
-    from app.catalog import parse_catalog
-    from app.config import Limits
-    from app.validation import InputError, check_models
+    from app.compare.validation import InputError, check_models
+    from app.core.catalog import parse_catalog
+    from app.core.settings import Limits
 
     catalog = parse_catalog({"models": [{"id": "far", "repo": "org/far", "family": "llava", "min_gpu_gb": 1}]})
     with pytest.raises(InputError) as caught:

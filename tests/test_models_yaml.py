@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from app.adapters import adapter_for
-from app.catalog import load_catalog
+from app.core.catalog import load_catalog
 
 ROOT = Path(__file__).resolve().parent.parent
 

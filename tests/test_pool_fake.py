@@ -8,10 +8,10 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from app.catalog import parse_catalog
-from app.launcher import LoadError
-from app.pool import Busy, ModelPool, TooLarge, Unavailable
-from app.sizes import SizeBook
+from app.core.catalog import parse_catalog
+from app.pool.launcher import LoadError
+from app.pool.pool import Busy, ModelPool, TooLarge, Unavailable
+from app.pool.sizes import SizeBook
 
 
 @dataclass
@@ -94,7 +94,7 @@ def catalog(**sizes: float):
 
 def make_pool(budget: float, wait_s: float = 1.0, fail: set[str] | None = None, **sizes: float):
     launcher = FakeLauncher(sizes, fail=fail)
-    pool = ModelPool(catalog(**sizes), launcher, budget, SizeBook(None), wait_timeout_s=wait_s, retry_after_s=60)
+    pool = ModelPool(catalog(**sizes), launcher, budget, SizeBook(), wait_timeout_s=wait_s, retry_after_s=60)
     return pool, launcher
 
 
@@ -202,7 +202,7 @@ async def test_fake_three_models_over_budget_complete_by_evicting_as_each_finish
 
 
 async def test_fake_measured_size_raises_the_next_plan():
-    sizes = SizeBook(None)
+    sizes = SizeBook()
     launcher = FakeLauncher({"a": 7.5})
     pool = ModelPool(catalog(a=4), launcher, 10, sizes)
     assert pool.planned_gb(pool.catalog.get("a")) == 4
@@ -212,7 +212,7 @@ async def test_fake_measured_size_raises_the_next_plan():
 
 
 async def test_fake_overhead_is_added_to_the_plan():
-    pool = ModelPool(catalog(a=4), FakeLauncher({"a": 1}), 10, SizeBook(None, overhead_gb=0.75))
+    pool = ModelPool(catalog(a=4), FakeLauncher({"a": 1}), 10, SizeBook(overhead_gb=0.75))
     assert pool.planned_gb(pool.catalog.get("a")) == 4.75
 
 

@@ -12,13 +12,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from app.adapters.base import Finish, GenerationParams
-from app.backend import BackendError
-from app.catalog import load_catalog
-from app.launcher import ProcessLauncher
-from app.pool import ModelPool, TooLarge, Unavailable
-from app.protocol import ImagePart
-from app.sizes import SizeBook
+from app.core.catalog import load_catalog
+from app.core.generation import Finish, GenerationParams
+from app.core.protocol import ImagePart
+from app.pool.client import BackendError
+from app.pool.launcher import ProcessLauncher
+from app.pool.pool import ModelPool, TooLarge, Unavailable
+from app.pool.sizes import SizeBook
 
 pytestmark = pytest.mark.slow
 MODELS = ["tiny-qwen2-vl", "tiny-idefics3", "tiny-llava"]
@@ -65,7 +65,7 @@ def alive(pid: int) -> bool:
 async def pool(pool_catalog, tmp_path: Path):
     launcher = CountingLauncher(tmp_path / "logs", load_timeout_s=120)
     # Tiny models plan at 0.5 GB: a 1.2 GB budget holds two of them, never three.
-    pool = ModelPool(pool_catalog, launcher, budget_gb=1.2, sizes=SizeBook(None), wait_timeout_s=60,
+    pool = ModelPool(pool_catalog, launcher, budget_gb=1.2, sizes=SizeBook(), wait_timeout_s=60,
                      retry_after_s=30)
     yield pool
     await pool.close()

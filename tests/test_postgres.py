@@ -16,10 +16,10 @@ import pytest
 from sqlalchemy import Engine, make_url, text
 from sqlmodel import select
 
-from app import store
-from app.db import init_db, make_engine, session
-from app.store import OutputInput, StoredImageInput
-from app.tables import Rating
+from app.storage import comparisons, ratings
+from app.storage.comparisons import OutputInput, StoredImageInput
+from app.storage.db import init_db, make_engine, session
+from app.storage.tables import Rating
 
 TEST_SCHEMA = "vlm_unit_tests"
 
@@ -91,7 +91,8 @@ def test_database_url_reaches_a_postgresql_server(pg_engine: Engine) -> None:
 def test_two_replicas_rating_the_same_output_keep_one_rating_per_rater(pg_engine: Engine, tmp_path: Path) -> None:
     """Two app replicas (two engines, two data directories) race to rate one output under the same names."""
     image = StoredImageInput("a.png", b"png bytes", "PNG", 2, 2)
-    created = store.create_comparison(pg_engine, tmp_path / "data", "p", {}, "", False, [image], [OutputInput("m")])
+    created = comparisons.create_comparison(pg_engine, tmp_path / "data", "p", {}, "", False, [image],
+                                            [OutputInput("m")])
     output_id = created.output_ids[0]
     replicas = [make_engine(unit_test_url(), tmp_path / f"replica-{index}") for index in range(2)]
     threads, rounds = 12, 5
@@ -102,7 +103,7 @@ def test_two_replicas_rating_the_same_output_keep_one_rating_per_rater(pg_engine
         try:
             barrier.wait()
             for round_ in range(rounds):
-                store.rate(replicas[index % 2], output_id, 1 + (index + round_) % 5, f"{index}/{round_}",
+                ratings.rate(replicas[index % 2], output_id, 1 + (index + round_) % 5, f"{index}/{round_}",
                            f"rater-{index % 3}")
         except BaseException as exc:  # noqa: BLE001 - reported below
             errors.append(exc)

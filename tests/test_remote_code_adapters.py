@@ -18,12 +18,13 @@ import pytest
 import torch
 from PIL import Image
 
-from app.adapters import Adapter, Finish, GenerationParams, ModelLoadError, adapter_for
+from app.adapters import Adapter, ModelLoadError, adapter_for
 from app.adapters.internvl2 import TEMPLATE_TOKENS, closest_grid, pixel_values, tile_image, tiles_per_image
 from app.adapters.minicpm_v import torch_functional_list
 from app.adapters.moondream import ByteSafeDecoder, without_end_marker
-from app.budget import InputTooLarge
-from app.catalog import ModelSpec, load_catalog
+from app.core.budget import InputTooLarge
+from app.core.catalog import ModelSpec, load_catalog
+from app.core.generation import Finish, GenerationParams
 from tests.fakes.remote_code import (
     FakeHub,
     FakeInternVL2,

@@ -10,11 +10,11 @@ import sys
 import pytest
 from openai import OpenAI
 
-from app.adapters.base import Finish, GenerationParams
-from app.catalog import parse_catalog
-from app.launcher import ProcessLauncher
-from app.pool import ModelPool
-from app.protocol import ImagePart
+from app.core.catalog import parse_catalog
+from app.core.generation import Finish, GenerationParams
+from app.core.protocol import ImagePart
+from app.pool.launcher import ProcessLauncher
+from app.pool.pool import ModelPool
 from tests.conftest import ROOT, png_bytes
 
 pytestmark = pytest.mark.slow

@@ -21,8 +21,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from app.catalog import RuntimeSpec
-from app.runtimes import DEFAULT, MARKER, RuntimeManager, RuntimePrepareError
+from app.core.catalog import RuntimeSpec
+from app.pool.runtimes import DEFAULT, MARKER, RuntimeManager, RuntimePrepareError
 
 NAME = "tf449"
 PIN_VERSION = "4.49.0"
@@ -168,7 +168,7 @@ def test_status_lists_every_state(prepared: dict) -> None:
 
 
 def test_cli_lists_and_prepares(prepared: dict, data_dir: Path, tmp_path: Path, capsys) -> None:
-    import app.cli as cli
+    import app.cli.main as cli
 
     catalog = tmp_path / "models.yaml"
     catalog.write_text(f"runtimes:\n  {NAME}:\n    requirements: ['{PIN}']\n    description: tests\n"

@@ -13,10 +13,10 @@ from sqlalchemy import Engine, func, text
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import select
 
-from app import store
-from app.db import database_url, init_db, make_engine, session
-from app.store import OutputInput, StoredImageInput
-from app.tables import Comparison, ComparisonImage, Image, Output, Rating
+from app.storage import comparisons, files, outputs, ratings, sizes
+from app.storage.comparisons import OutputInput, StoredImageInput
+from app.storage.db import database_url, init_db, make_engine, session
+from app.storage.tables import Comparison, ComparisonImage, Image, Output, Rating
 from tests.test_postgres import SQLITE_ONLY, reset_schema, unit_test_url
 
 PNG = StoredImageInput("cat.png", b"\x89PNG fake image bytes", "PNG", 4, 3)
@@ -46,7 +46,7 @@ def engine(data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Engine:
 def new_comparison(engine: Engine, data_dir: Path, images=(PNG,), models=("m1",), prompt="What is this?"):
     outputs = [OutputInput(model, repo=f"org/{model}", revision="main", backend="local") for model in models]
     params = {"max_new_tokens": 64, "temperature": 0.0, "top_p": 1.0, "seed": 0}
-    return store.create_comparison(engine, data_dir, prompt, params, "ann", False, list(images), outputs)
+    return comparisons.create_comparison(engine, data_dir, prompt, params, "ann", False, list(images), outputs)
 
 
 def row_count(engine: Engine, table) -> int:
@@ -115,24 +115,24 @@ def test_the_same_image_is_stored_once(engine: Engine, data_dir: Path) -> None:
     second = new_comparison(engine, data_dir, images=(renamed,))
     sha = hashlib.sha256(PNG.data).hexdigest()
     assert first.image_sha256s[0] == second.image_sha256s[0] == sha
-    path = store.image_path(data_dir, sha, "PNG")
+    path = files.image_path(data_dir, sha, "PNG")
     assert path == data_dir / "images" / sha[:2] / f"{sha}.png"
-    assert store.image_path(data_dir, sha) == path
-    assert store.image_path(data_dir, first.image_sha256s[1]).suffix == ".jpg"
+    assert files.image_path(data_dir, sha) == path
+    assert files.image_path(data_dir, first.image_sha256s[1]).suffix == ".jpg"
     assert path.read_bytes() == PNG.data
     assert len(all_files(data_dir)) == 2  # no temp files, no second copy, no uploaded names
     assert row_count(engine, Image) == 2
     assert row_count(engine, ComparisonImage) == 3
-    names = [image["name"] for image in store.get_comparison(engine, second.id)["images"]]
+    names = [image["name"] for image in comparisons.get_comparison(engine, second.id)["images"]]
     assert names == ["renamed.png"]
 
 
 def test_image_path_refuses_anything_but_a_sha256(data_dir: Path) -> None:
     for bad in ("../../etc/passwd", "A" * 64, "ab"):
         with pytest.raises(ValueError, match="sha256"):
-            store.image_path(data_dir, bad)
+            files.image_path(data_dir, bad)
     with pytest.raises(FileNotFoundError):
-        store.image_path(data_dir, "0" * 64)
+        files.image_path(data_dir, "0" * 64)
 
 
 def assert_nothing_stored(engine: Engine, data_dir: Path) -> None:
@@ -144,14 +144,14 @@ def assert_nothing_stored(engine: Engine, data_dir: Path) -> None:
 def test_an_invalid_output_leaves_no_rows_and_no_files(engine: Engine, data_dir: Path) -> None:
     bad = OutputInput("m1", backend="gpu")
     with pytest.raises(ValueError, match=r"outputs\[0\]\.backend"):
-        store.create_comparison(engine, data_dir, "p", {}, "", False, [PNG], [bad])
+        comparisons.create_comparison(engine, data_dir, "p", {}, "", False, [PNG], [bad])
     assert_nothing_stored(engine, data_dir)
 
 
 def test_a_row_the_database_rejects_leaves_no_rows_and_no_files(engine, data_dir, monkeypatch) -> None:
-    monkeypatch.setattr(store, "_check_output", lambda index, output: None)
+    monkeypatch.setattr(comparisons, "check_output", lambda index, output: None)
     with pytest.raises(IntegrityError, match="ck_outputs_backend|CHECK"):
-        store.create_comparison(
+        comparisons.create_comparison(
             engine, data_dir, "p", {}, "", False, [PNG, JPEG], [OutputInput("m", backend="gpu")]
         )
     assert_nothing_stored(engine, data_dir)
@@ -162,7 +162,7 @@ def test_a_failure_after_files_were_written_removes_them_and_keeps_older_images(
 ) -> None:
     kept = new_comparison(engine, data_dir, images=(PNG,))
     written: list[Path] = []
-    real_write_temp = store._write_temp
+    real_write_temp = files.write_temp
 
     def spy_write_temp(final: Path, data: bytes) -> Path:
         written.append(real_write_temp(final, data))
@@ -173,34 +173,34 @@ def test_a_failure_after_files_were_written_removes_them_and_keeps_older_images(
             assert written and written[0].exists()  # the new file is on disk, under a temp name
             raise RuntimeError("disk on fire")
 
-    monkeypatch.setattr(store, "_write_temp", spy_write_temp)
-    monkeypatch.setattr(store, "_ensure_image_row", fail_on_second_image)
+    monkeypatch.setattr(comparisons, "write_temp", spy_write_temp)
+    monkeypatch.setattr(comparisons, "_ensure_image_row", fail_on_second_image)
     with pytest.raises(RuntimeError, match="disk on fire"):
         new_comparison(engine, data_dir, images=(PNG, JPEG), models=("m1", "m2"))
     assert len(written) == 1 and not written[0].exists()
-    assert all_files(data_dir) == [store.image_path(data_dir, kept.image_sha256s[0])]
+    assert all_files(data_dir) == [files.image_path(data_dir, kept.image_sha256s[0])]
     assert (row_count(engine, Comparison), row_count(engine, Image), row_count(engine, Output)) == (1, 1, 1)
 
 
 def test_get_and_list_comparisons(engine: Engine, data_dir: Path) -> None:
     first = new_comparison(engine, data_dir, models=("m1", "m2"), prompt="first")
     second = new_comparison(engine, data_dir, images=(JPEG, PNG), models=("m3",), prompt="second")
-    store.rate(engine, first.output_ids[1], 4, rater="a")
-    store.rate(engine, first.output_ids[1], 2, rater="b")
-    detail = store.get_comparison(engine, first.id)
+    ratings.rate(engine, first.output_ids[1], 4, rater="a")
+    ratings.rate(engine, first.output_ids[1], 2, rater="b")
+    detail = comparisons.get_comparison(engine, first.id)
     assert [output["model"] for output in detail["outputs"]] == ["m1", "m2"]
     assert [rating["score"] for rating in detail["outputs"][1]["ratings"]] == [4, 2]
     assert detail["params"]["max_new_tokens"] == 64
     assert detail["created_at"].tzinfo == UTC
-    listed = store.list_comparisons(engine, limit=10)
+    listed = comparisons.list_comparisons(engine, limit=10)
     assert [entry["id"] for entry in listed] == [second.id, first.id]
     assert listed[0]["images"] == second.image_sha256s and listed[0]["models"] == ["m3"]
     assert listed[1]["ratings"] == {"count": 2, "mean_score": 3.0}
     assert [entry["mean_score"] for entry in listed[1]["outputs"]] == [None, 3.0]
-    assert [entry["id"] for entry in store.list_comparisons(engine, limit=1, offset=1)] == [first.id]
-    assert store.count_comparisons(engine) == 2
+    assert [entry["id"] for entry in comparisons.list_comparisons(engine, limit=1, offset=1)] == [first.id]
+    assert comparisons.count_comparisons(engine) == 2
     with pytest.raises(LookupError):
-        store.get_comparison(engine, 999)
+        comparisons.get_comparison(engine, 999)
 
 
 # ---------------------------------------------------------------- outputs
@@ -208,37 +208,37 @@ def test_get_and_list_comparisons(engine: Engine, data_dir: Path) -> None:
 
 def test_update_and_finish_output(engine: Engine, data_dir: Path) -> None:
     output_id = new_comparison(engine, data_dir).output_ids[0]
-    store.update_output(engine, output_id, status="generating", image_note="combined into a grid")
-    store.finish_output(
+    outputs.update_output(engine, output_id, status="generating", image_note="combined into a grid")
+    outputs.finish_output(
         engine, output_id, text="a cat\x00", ttft_s=0.5, total_s=2.0, prompt_tokens=7, tokens=10
     )
-    output = store.get_comparison(engine, 1)["outputs"][0]
+    output = comparisons.get_comparison(engine, 1)["outputs"][0]
     assert output["status"] == "done" and output["text"] == "a cat\ufffd"
     assert output["tokens_per_s"] == 5.0 and output["finished_at"].tzinfo == UTC
     assert output["image_note"] == "combined into a grid"
     with pytest.raises(ValueError, match="status"):
-        store.update_output(engine, output_id, status="sleeping")
+        outputs.update_output(engine, output_id, status="sleeping")
     with pytest.raises(ValueError, match="colour"):
-        store.update_output(engine, output_id, colour="red")
+        outputs.update_output(engine, output_id, colour="red")
     with pytest.raises(ValueError, match="comparison_id"):
-        store.update_output(engine, output_id, comparison_id=2)
+        outputs.update_output(engine, output_id, comparison_id=2)
     with pytest.raises(ValueError, match="status"):
-        store.finish_output(engine, output_id, status="queued")
+        outputs.finish_output(engine, output_id, status="queued")
     with pytest.raises(LookupError):
-        store.update_output(engine, 999, status="done")
+        outputs.update_output(engine, 999, status="done")
 
 
 def test_mark_unfinished_interrupted(engine: Engine, data_dir: Path) -> None:
     ids = new_comparison(engine, data_dir, models=("a", "b", "c", "d", "e")).output_ids
     for output_id, status in zip(ids, ("queued", "loading", "generating", "done", "error"), strict=True):
-        store.update_output(engine, output_id, status=status)
-    store.update_output(engine, ids[1], error="out of memory")
-    assert store.mark_unfinished_interrupted(engine) == 3
-    outputs = store.get_comparison(engine, 1)["outputs"]
-    assert [output["status"] for output in outputs] == ["interrupted"] * 3 + ["done", "error"]
-    assert outputs[0]["error"] == store.INTERRUPTED_ERROR and outputs[1]["error"] == "out of memory"
-    assert all(output["finished_at"] is not None for output in outputs[:3])
-    assert store.mark_unfinished_interrupted(engine) == 0
+        outputs.update_output(engine, output_id, status=status)
+    outputs.update_output(engine, ids[1], error="out of memory")
+    assert outputs.mark_unfinished_interrupted(engine) == 3
+    stored = comparisons.get_comparison(engine, 1)["outputs"]
+    assert [output["status"] for output in stored] == ["interrupted"] * 3 + ["done", "error"]
+    assert stored[0]["error"] == outputs.INTERRUPTED_ERROR and stored[1]["error"] == "out of memory"
+    assert all(output["finished_at"] is not None for output in stored[:3])
+    assert outputs.mark_unfinished_interrupted(engine) == 0
 
 
 # ---------------------------------------------------------------- ratings
@@ -246,12 +246,12 @@ def test_mark_unfinished_interrupted(engine: Engine, data_dir: Path) -> None:
 
 def test_rating_inserts_then_replaces_per_rater(engine: Engine, data_dir: Path) -> None:
     output_id = new_comparison(engine, data_dir).output_ids[0]
-    rating, created = store.rate(engine, output_id, 4, "good", "ann")
+    rating, created = ratings.rate(engine, output_id, 4, "good", "ann")
     assert created and rating.score == 4 and rating.id is not None
-    again, created = store.rate(engine, output_id, 2, "worse on reflection", "ann")
+    again, created = ratings.rate(engine, output_id, 2, "worse on reflection", "ann")
     assert not created and again.id == rating.id and again.score == 2
     assert again.updated_at >= again.created_at == rating.created_at
-    _, created = store.rate(engine, output_id, 5, "", "bob")
+    _, created = ratings.rate(engine, output_id, 5, "", "bob")
     assert created
     with session(engine, read_only=True) as db:
         rows = db.exec(select(Rating.rater, Rating.score, Rating.note).order_by(Rating.id)).all()
@@ -262,20 +262,20 @@ def test_rating_inserts_then_replaces_per_rater(engine: Engine, data_dir: Path) 
 def test_score_outside_one_to_five_is_refused(engine: Engine, data_dir: Path, score) -> None:
     output_id = new_comparison(engine, data_dir).output_ids[0]
     with pytest.raises(ValueError, match=r"score.*1 to 5"):
-        store.rate(engine, output_id, score, "", "ann")
+        ratings.rate(engine, output_id, score, "", "ann")
     assert row_count(engine, Rating) == 0
 
 
 def test_rating_refusals(engine: Engine, data_dir: Path) -> None:
     output_id = new_comparison(engine, data_dir).output_ids[0]
     with pytest.raises(LookupError, match="output 999"):
-        store.rate(engine, 999, 3, "", "ann")
+        ratings.rate(engine, 999, 3, "", "ann")
     with pytest.raises(ValueError, match="note.*10000"):
-        store.rate(engine, output_id, 3, "x" * 10_001, "ann")
+        ratings.rate(engine, output_id, 3, "x" * 10_001, "ann")
     with pytest.raises(ValueError, match="note.*NUL"):
-        store.rate(engine, output_id, 3, "a\x00b", "ann")
+        ratings.rate(engine, output_id, 3, "a\x00b", "ann")
     with pytest.raises(ValueError, match="note: must be valid Unicode text .*lone surrogate"):
-        store.rate(engine, output_id, 3, "a\ud800b", "ann")  # JSON "\ud800" decodes to this
+        ratings.rate(engine, output_id, 3, "a\ud800b", "ann")  # JSON "\ud800" decodes to this
     with pytest.raises(IntegrityError), session(engine) as db:  # the CHECK constraint backs the validation
         db.add(Rating(output_id=output_id, score=9, rater="ann"))
 
@@ -294,8 +294,8 @@ def test_concurrent_raters_never_see_a_locked_database(engine: Engine, data_dir:
         try:
             barrier.wait()
             for round_ in range(rounds):
-                store.rate(engine, output_id, 1 + (index + round_) % 5, f"note {index}/{round_}", name)
-                store.list_comparisons(engine)
+                ratings.rate(engine, output_id, 1 + (index + round_) % 5, f"note {index}/{round_}", name)
+                comparisons.list_comparisons(engine)
             if index < 8:
                 expected[(output_id, name)] = 1 + (index + rounds - 1) % 5
         except BaseException as exc:  # noqa: BLE001 - reported below
@@ -321,12 +321,12 @@ def test_concurrent_raters_never_see_a_locked_database(engine: Engine, data_dir:
 
 
 def test_measured_sizes_keep_the_last_figure(engine: Engine) -> None:
-    assert store.load_measured_sizes(engine) == {}
-    store.save_measured_size(engine, "qwen2-vl-2b", 5.25)
-    store.save_measured_size(engine, "smolvlm", 1.5)
-    store.save_measured_size(engine, "qwen2-vl-2b", 4.75)
-    assert store.load_measured_sizes(engine) == {"qwen2-vl-2b": 4.75, "smolvlm": 1.5}
+    assert sizes.load_measured_sizes(engine) == {}
+    sizes.save_measured_size(engine, "qwen2-vl-2b", 5.25)
+    sizes.save_measured_size(engine, "smolvlm", 1.5)
+    sizes.save_measured_size(engine, "qwen2-vl-2b", 4.75)
+    assert sizes.load_measured_sizes(engine) == {"qwen2-vl-2b": 4.75, "smolvlm": 1.5}
     with pytest.raises(ValueError, match="measured_gb"):
-        store.save_measured_size(engine, "x", -1)
+        sizes.save_measured_size(engine, "x", -1)
     with engine.connect() as connection:
         assert connection.execute(text("SELECT count(*) FROM measured_sizes")).scalar() == 2

@@ -15,9 +15,9 @@ import pytest
 import yaml
 from fastapi.testclient import TestClient
 
-from app import store
-from app.config import Settings
-from app.store import OutputInput, StoredImageInput
+from app.core.settings import Settings
+from app.storage import comparisons, outputs
+from app.storage.comparisons import OutputInput, StoredImageInput
 from tests.conftest import png_bytes
 
 HX = {"HX-Request": "true"}
@@ -50,7 +50,7 @@ def catalog_path(tiny_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Pa
 
 @pytest.fixture(scope="module")
 def client(catalog_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
-    from app.main import create_app
+    from app.web.app import create_app
 
     data_dir = tmp_path_factory.mktemp("web") / "data"
     app = create_app(Settings(models_path=catalog_path, data_dir=data_dir, budget_gb=1.2))
@@ -64,12 +64,12 @@ def stored(client: TestClient, prompt: str = "What is this?", models=("tiny-qwen
     state = client.app.state
     image = StoredImageInput(name, png_bytes((200, 30, 30)), "PNG", 48, 40)
     params = {"max_new_tokens": 16, "temperature": 0.0, "top_p": 1.0, "seed": 0}
-    created = store.create_comparison(state.engine, state.settings.data_dir, prompt, params, "ann", blind, [image],
-                                      [OutputInput(model, repo=f"org/{model}") for model in models])
+    created = comparisons.create_comparison(state.engine, state.settings.data_dir, prompt, params, "ann", blind,
+                                            [image], [OutputInput(model, repo=f"org/{model}") for model in models])
     for output_id in created.output_ids:
-        store.finish_output(state.engine, output_id, status=status, text=text, ttft_s=0.1, total_s=0.5, tokens=5,
+        outputs.finish_output(state.engine, output_id, status=status, text=text, ttft_s=0.1, total_s=0.5, tokens=5,
                             error="it broke" if status == "error" else None)
-    return store.get_comparison(state.engine, created.id)
+    return comparisons.get_comparison(state.engine, created.id)
 
 
 def assert_escaped(html: str) -> None:
@@ -94,8 +94,8 @@ def sse_events(client: TestClient, comparison_id: int) -> list[tuple[str, str]]:
     return events
 
 
-def comparisons(client: TestClient) -> int:
-    return store.count_comparisons(client.app.state.engine)
+def comparison_count(client: TestClient) -> int:
+    return comparisons.count_comparisons(client.app.state.engine)
 
 
 # ---------------------------------------------------------------- the page
@@ -125,7 +125,7 @@ def test_page_lists_every_model_with_its_figures_and_badges(client: TestClient) 
 
 def test_page_has_no_inline_script_style_or_handlers(client: TestClient) -> None:
     stored(client, prompt="inline check")
-    for url in ("/", "/history", f"/comparisons/{comparisons(client)}"):
+    for url in ("/", "/history", f"/comparisons/{comparison_count(client)}"):
         page = client.get(url).text
         assert not re.search(r"<script(?![^>]*\bsrc=)[^>]*>", page), url
         assert not re.search(r"\sstyle=", page), url
@@ -182,7 +182,7 @@ def test_stream_sends_text_as_json_and_fragments_escaped(client: TestClient) -> 
 
 @pytest.mark.slow
 def test_compare_from_the_page_streams_and_escapes(client: TestClient) -> None:
-    before = comparisons(client)
+    before = comparison_count(client)
     files = [("images", (HOSTILE_NAME, png_bytes((0, 0, 250)), "image/png")),
              ("images", ("two.png", png_bytes((0, 250, 0)), "image/png"))]
     data = {"prompt": HOSTILE, "models": ["tiny-qwen2-vl", "tiny-paligemma"], "max_new_tokens": "4",
@@ -190,7 +190,7 @@ def test_compare_from_the_page_streams_and_escapes(client: TestClient) -> None:
     response = client.post("/compare", data=data, files=files, headers=HX)
     assert response.status_code == 200, response.text
     comparison_id = before + 1
-    assert comparisons(client) == comparison_id
+    assert comparison_count(client) == comparison_id
     assert response.headers["HX-Push-Url"] == f"/comparisons/{comparison_id}"
     assert_escaped(response.text)
     assert f'sse-connect="/comparisons/{comparison_id}/events"' in response.text
@@ -198,7 +198,7 @@ def test_compare_from_the_page_streams_and_escapes(client: TestClient) -> None:
     assert "rater=Zo%C3%AB" in response.headers["set-cookie"]
     events = sse_events(client, comparison_id)
     assert events[-1][0] == "end"
-    stored_comparison = store.get_comparison(client.app.state.engine, comparison_id)
+    stored_comparison = comparisons.get_comparison(client.app.state.engine, comparison_id)
     assert stored_comparison["rater"] == "Zoë"
     for output in stored_comparison["outputs"]:
         assert output["status"] == "done", output
@@ -229,7 +229,7 @@ def test_compare_from_the_page_streams_and_escapes(client: TestClient) -> None:
     ({"prompt": "hi", "models": ["tiny-llava"]}, [], 422, "images", "add at least one image"),
 ])
 def test_bad_input_is_shown_next_to_its_field_and_nothing_is_stored(client, data, files, status, slot, words):
-    before = comparisons(client)
+    before = comparison_count(client)
     if files is None:
         files = [("images", ("ok.png", png_bytes((9, 9, 9)), "image/png"))]
     response = client.post("/compare", data=data, files=files or None, headers=HX)
@@ -240,11 +240,11 @@ def test_bad_input_is_shown_next_to_its_field_and_nothing_is_stored(client, data
     assert message and words in html.unescape(message.group(1)), response.text
     others = re.findall(r'<p id="error-([a-z_]+)" class="field-error"[^>]*>([^<]+)</p>', response.text)
     assert [name for name, _ in others] == [slot]
-    assert comparisons(client) == before
+    assert comparison_count(client) == before
 
 
 def test_bad_input_without_htmx_renders_the_page_with_the_message_and_the_values(client: TestClient) -> None:
-    before = comparisons(client)
+    before = comparison_count(client)
     files = [("images", (HOSTILE_NAME, b"GIF89a broken", "image/gif"))]
     response = client.post("/compare", data={"prompt": HOSTILE, "models": ["tiny-llava"]}, files=files)
     assert response.status_code == 422
@@ -253,7 +253,7 @@ def test_bad_input_without_htmx_renders_the_page_with_the_message_and_the_values
     assert f"{HOSTILE_NAME.replace('<', '&lt;').replace('>', '&gt;')} is not a readable image" in response.text
     assert_escaped(response.text)
     assert re.search(r'value="tiny-llava" checked', response.text)
-    assert comparisons(client) == before
+    assert comparison_count(client) == before
 
 
 # ---------------------------------------------------------------- ratings
@@ -272,7 +272,7 @@ def test_rating_is_saved_changed_and_refused_with_the_field_named(client: TestCl
     assert "rater=Bea" in saved.headers["set-cookie"]
     changed = client.post(url, data={"score": "2", "note": "", "rater": "Bea"}, headers=HX)
     assert changed.status_code == 200 and f'id="score-{output_id}-2" class="star-input" checked' in changed.text
-    ratings = store.get_comparison(client.app.state.engine, comparison["id"])["outputs"][0]["ratings"]
+    ratings = comparisons.get_comparison(client.app.state.engine, comparison["id"])["outputs"][0]["ratings"]
     assert [(r["score"], r["note"], r["rater"]) for r in ratings] == [(2, "", "Bea")]
     for score in ("7", "0", "abc", ""):
         refused = client.post(url, data={"score": score, "note": "kept", "rater": "Bea"}, headers=HX)
@@ -281,7 +281,7 @@ def test_rating_is_saved_changed_and_refused_with_the_field_named(client: TestCl
         assert ">kept</textarea>" in refused.text
     long_note = client.post(url, data={"score": "3", "note": "x" * 10_001, "rater": "Bea"}, headers=HX)
     assert long_note.status_code == 422 and "note: at most 10000 characters" in long_note.text
-    ratings = store.get_comparison(client.app.state.engine, comparison["id"])["outputs"][0]["ratings"]
+    ratings = comparisons.get_comparison(client.app.state.engine, comparison["id"])["outputs"][0]["ratings"]
     assert [(r["score"], r["rater"]) for r in ratings] == [(2, "Bea")]
     assert client.post("/outputs/999999/rating", data={"score": "3"}, headers=HX).status_code == 404
 
@@ -295,7 +295,7 @@ def test_rater_cookie_names_the_rater_on_the_page_and_in_ratings(client: TestCli
         comparison = stored(client)
         output_id = comparison["outputs"][0]["id"]
         assert client.post(f"/outputs/{output_id}/rating", data={"score": "5"}, headers=HX).status_code == 200
-        rating = store.get_comparison(client.app.state.engine, comparison["id"])["outputs"][0]["ratings"][0]
+        rating = comparisons.get_comparison(client.app.state.engine, comparison["id"])["outputs"][0]["ratings"][0]
         assert rating["rater"] == "Zoë 李"
     finally:
         client.cookies.clear()
@@ -402,14 +402,14 @@ def test_a_comparison_the_page_left_is_stopped(client: TestClient, monkeypatch: 
     files = [("images", ("a.png", png_bytes((1, 2, 3)), "image/png"))]
     data = {"prompt": "go on and on", "models": ["tiny-qwen2-vl"], "max_new_tokens": "2048"}
     assert client.post("/compare", data=data, files=files, headers=HX).status_code == 200
-    comparison_id = comparisons(client)
+    comparison_id = comparison_count(client)
     with client.stream("GET", f"/comparisons/{comparison_id}/events") as response:
         for line in response.iter_lines():
             if line.startswith("event: state-"):
                 break
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        output = store.get_comparison(client.app.state.engine, comparison_id)["outputs"][0]
+        output = comparisons.get_comparison(client.app.state.engine, comparison_id)["outputs"][0]
         if output["status"] not in ("queued", "loading", "generating"):
             break
         time.sleep(0.2)
@@ -419,7 +419,7 @@ def test_a_comparison_the_page_left_is_stopped(client: TestClient, monkeypatch: 
 
 def test_an_empty_answer_says_why_instead_of_leaving_the_panel_blank(client: TestClient) -> None:
     comparison = stored(client, text="", models=("tiny-paligemma",))
-    store.update_output(client.app.state.engine, comparison["outputs"][0]["id"], tokens=1)
+    outputs.update_output(client.app.state.engine, comparison["outputs"][0]["id"], tokens=1)
     page = client.get(f"/comparisons/{comparison['id']}").text
     assert "The model returned an empty answer: its first token was end-of-text" in page
     assert "which random weights often do" in page  # a tiny demo model
@@ -430,7 +430,7 @@ def test_the_panel_and_the_api_say_which_settings_were_really_applied(client: Te
     comparison = stored(client, models=("tiny-qwen2-vl",))
     applied = {"max_new_tokens": 16, "temperature": 0.0, "top_p": 1.0, "seed": None, "decoding": "greedy",
                "notes": ["greedy only: temperature 0.8 and top_p 0.9 ignored"]}
-    store.update_output(client.app.state.engine, comparison["outputs"][0]["id"], params=applied)
+    outputs.update_output(client.app.state.engine, comparison["outputs"][0]["id"], params=applied)
     page = client.get(f"/comparisons/{comparison['id']}").text
     assert "greedy only: temperature 0.8 and top_p 0.9 ignored" in page
     body = client.get(f"/api/comparisons/{comparison['id']}").json()
@@ -438,8 +438,8 @@ def test_the_panel_and_the_api_say_which_settings_were_really_applied(client: Te
 
 
 def test_model_cards_show_what_a_model_cannot_do(client: TestClient, catalog_path: Path) -> None:
-    from app.catalog import load_catalog
-    from app.web import capability_badges
+    from app.core.catalog import load_catalog
+    from app.web.routes.pages import capability_badges
 
     catalog = load_catalog(Path(__file__).resolve().parent.parent / "models.yaml")
     assert ("greedy only", "this model decodes greedily: temperature and top_p are ignored") in \

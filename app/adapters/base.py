@@ -10,80 +10,21 @@ import contextlib
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from app.budget import Applied, apply_capabilities
-from app.images import prepare_for_model
+from app.core.budget import apply_capabilities
+from app.core.generation import Call, Finish, GenerationParams, Piece
+from app.core.images import prepare_for_model
 
 if TYPE_CHECKING:
     from PIL import Image
 
-    from app.catalog import ModelSpec
+    from app.core.catalog import ModelSpec
 
 
 class ModelLoadError(RuntimeError):
     """A model that cannot be loaded; the message says why in words a person can act on."""
-
-
-@dataclass(frozen=True)
-class GenerationParams:
-    """Sampling settings; temperature 0 means greedy decoding."""
-
-    max_new_tokens: int = 256
-    temperature: float = 0.0
-    top_p: float = 1.0
-    seed: int | None = 0
-
-    @property
-    def greedy(self) -> bool:
-        return self.temperature <= 0
-
-
-@dataclass(frozen=True)
-class Finish:
-    """The last item a generation yields: token counts, why it stopped, and what was really used.
-
-    `image_note` says what was done to the images to fit the model (grid, downsizing); `applied`
-    holds the settings the model actually used (see `app.budget.Applied.as_dict`), None when the
-    answering server does not say.
-    """
-
-    prompt_tokens: int
-    completion_tokens: int
-    finish_reason: str = "stop"  # stop | length | cancelled
-    image_note: str | None = None
-    applied: dict[str, Any] | None = None
-
-
-Piece = str | Finish
-
-
-@dataclass
-class Call:
-    """One request as an adapter will run it, after the model's budget and capabilities were applied.
-
-    `fit` may replace the images (downsized, combined), add notes, lower `applied.max_new_tokens`
-    and leave family-specific settings (a pixel budget, a tile count, ready processor inputs) in
-    `options` for `_generate`.
-    """
-
-    images: list[Image.Image]
-    prompt: str
-    applied: Applied
-    image_notes: list[str] = field(default_factory=list)
-    options: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def params(self) -> GenerationParams:
-        """The settings to generate with: the applied ones, never the raw request."""
-        a = self.applied
-        return GenerationParams(max_new_tokens=a.max_new_tokens, temperature=a.temperature, top_p=a.top_p,
-                                seed=a.seed)
-
-    @property
-    def image_note(self) -> str | None:
-        return "; ".join(self.image_notes) or None
 
 
 class Adapter(ABC):

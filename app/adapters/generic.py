@@ -14,24 +14,15 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from app.adapters import register
-from app.adapters.base import (
-    Adapter,
-    Call,
-    Finish,
-    Piece,
-    StreamedCall,
-    cancel_criteria,
-    load_pretrained,
-    sampling_kwargs,
-    seed_everything,
-)
-from app.budget import QWEN_PIXEL, answer_room, fit_answer, too_large
-from app.images import grid, grid_note
+from app.adapters.base import Adapter, StreamedCall, cancel_criteria, load_pretrained, sampling_kwargs, seed_everything
+from app.core.budget import QWEN_PIXEL, answer_room, fit_answer, too_large
+from app.core.generation import Call, Finish, Piece
+from app.core.images import grid, grid_note
 
 if TYPE_CHECKING:
     from PIL import Image
 
-    from app.catalog import ModelSpec
+    from app.core.catalog import ModelSpec
 
 PIXEL_BUDGET_FAMILIES = ("qwen2_vl", "qwen2_5_vl")
 

@@ -24,9 +24,6 @@ from typing import TYPE_CHECKING, Any
 from app.adapters import register
 from app.adapters.base import (
     Adapter,
-    Call,
-    Finish,
-    Piece,
     StreamedCall,
     cancel_criteria,
     count_tokens,
@@ -34,12 +31,13 @@ from app.adapters.base import (
     sampling_kwargs,
     seed_everything,
 )
-from app.budget import answer_room, fit_answer, too_large
+from app.core.budget import answer_room, fit_answer, too_large
+from app.core.generation import Call, Finish, Piece
 
 if TYPE_CHECKING:
     from PIL import Image
 
-    from app.catalog import ModelSpec
+    from app.core.catalog import ModelSpec
 
 IMAGE_SIZE = 448
 IMAGENET_MEAN = (0.485, 0.456, 0.406)

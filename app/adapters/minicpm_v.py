@@ -34,24 +34,14 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from app.adapters import register
-from app.adapters.base import (
-    Adapter,
-    Call,
-    Finish,
-    GenerationParams,
-    Piece,
-    StreamedCall,
-    cancel_criteria,
-    count_tokens,
-    load_pretrained,
-    seed_everything,
-)
-from app.budget import answer_room, fit_answer, too_large
+from app.adapters.base import Adapter, StreamedCall, cancel_criteria, count_tokens, load_pretrained, seed_everything
+from app.core.budget import answer_room, fit_answer, too_large
+from app.core.generation import Call, Finish, GenerationParams, Piece
 
 if TYPE_CHECKING:
     from PIL import Image
 
-    from app.catalog import ModelSpec
+    from app.core.catalog import ModelSpec
 
 
 MAX_SLICES = 9  # the remote code's default max_slice_nums

@@ -22,23 +22,14 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from app.adapters import register
-from app.adapters.base import (
-    Adapter,
-    Call,
-    Finish,
-    Piece,
-    StreamedCall,
-    cancel_criteria,
-    load_pretrained,
-    sampling_kwargs,
-    seed_everything,
-)
-from app.budget import answer_room, fit_answer, too_large
+from app.adapters.base import Adapter, StreamedCall, cancel_criteria, load_pretrained, sampling_kwargs, seed_everything
+from app.core.budget import answer_room, fit_answer, too_large
+from app.core.generation import Call, Finish, Piece
 
 if TYPE_CHECKING:
     from PIL import Image
 
-    from app.catalog import ModelSpec
+    from app.core.catalog import ModelSpec
 
 STOP_STRING = "<|endoftext|>"
 FEWER_CROPS = 4  # crops when the default 12 would crowd out the answer

@@ -26,10 +26,6 @@ from typing import TYPE_CHECKING, Any
 from app.adapters import register
 from app.adapters.base import (
     Adapter,
-    Call,
-    Finish,
-    GenerationParams,
-    Piece,
     StreamedCall,
     cancel_criteria,
     count_tokens,
@@ -40,12 +36,13 @@ from app.adapters.base import (
     seed_everything,
     torch_dtype,
 )
-from app.budget import fit_answer
+from app.core.budget import fit_answer
+from app.core.generation import Call, Finish, GenerationParams, Piece
 
 if TYPE_CHECKING:
     from PIL import Image
 
-    from app.catalog import ModelSpec
+    from app.core.catalog import ModelSpec
 
 END_MARKER = "<END>"  # the old API stops on (the first token of) this text and strips it from its answer
 

@@ -27,11 +27,11 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from app.adapters import register
-from app.adapters.base import Call, Finish, Piece
 from app.adapters.generic import GenericAdapter
+from app.core.generation import Call, Finish, Piece
 
 if TYPE_CHECKING:
-    from app.catalog import ModelSpec
+    from app.core.catalog import ModelSpec
 
 ENV = {"VLM_ADAPTER_MODULES": "faulty_oom=tests.fakes.faulty,faulty_hang=tests.fakes.faulty,"
                               "throttled=tests.fakes.faulty"}

@@ -1,0 +1,1 @@
+"""VLM Playground: compare vision-language models side by side."""

@@ -1,0 +1,1 @@
+"""The `vlm-playground` command line."""

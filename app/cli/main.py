@@ -1,0 +1,342 @@
+"""`vlm-playground` command line: models, tiny-models, run, serve, demo, runtimes, export."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from app.cli import runtimes
+from app.cli.errors import CommandError
+from app.core.catalog import Catalog, CatalogError, ModelSpec, load_catalog
+
+DEFAULT_CATALOG = "models.yaml"
+
+
+def _catalog(path: str) -> Catalog:
+    try:
+        return load_catalog(path)
+    except CatalogError as exc:
+        raise CommandError(str(exc)) from None
+
+
+def _spec(catalog: Catalog, model_id: str) -> ModelSpec:
+    try:
+        return catalog.get(model_id)
+    except KeyError:
+        raise CommandError(f"unknown model '{model_id}' (known: {', '.join(catalog.ids())})") from None
+
+
+# --- models -------------------------------------------------------------------------------------
+
+def _model_rows(catalog: Catalog, data_dir: Path) -> list[dict]:
+    from app.pool.sizes import SizeBook
+
+    measured: dict[str, float] = {}
+    if (data_dir / "playground.db").exists() or os.environ.get("DATABASE_URL"):
+        from app.storage.db import init_db, make_engine
+        from app.storage.sizes import load_measured_sizes
+
+        engine = make_engine(None, data_dir)
+        init_db(engine)
+        measured = load_measured_sizes(engine)
+    sizes = SizeBook(measured)
+    rows = []
+    for spec in catalog.models:
+        measured = sizes.get(spec.id)
+        rows.append({
+            "id": spec.id, "name": spec.name, "repo": spec.repo, "original_repo": spec.original_repo,
+            "revision": spec.revision, "family": spec.family, "min_gpu_gb": spec.min_gpu_gb,
+            "min_gpu_gb_source": spec.min_gpu_gb_source, "measured_gb": measured,
+            "planned_gb": sizes.planned_gb(spec), "languages": spec.languages,
+            "languages_note": spec.languages_note, "multi_image": spec.multi_image,
+            "trust_remote_code": spec.trust_remote_code, "runtime": spec.runtime, "endpoint": spec.endpoint,
+            "gated": spec.gated, "licence": spec.licence, "scores": spec.scores, "available": spec.available,
+            "unavailable_reason": spec.unavailable_reason, "notes": spec.notes,
+            "input_budget": spec.input_budget.model_dump(), "capabilities": spec.capabilities.model_dump(),
+        })
+    return rows
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    rows = _model_rows(_catalog(args.models), Path(args.data_dir))
+    if args.json:
+        print(json.dumps(rows, indent=1, ensure_ascii=False))
+        return 0
+    header = ("id", "family", "min GB", "source", "measured", "planned", "runtime", "images", "context",
+              "decoding", "languages", "status")
+    table = [header]
+    for row in rows:
+        status = "ok" if row["available"] else "unavailable"
+        if row["endpoint"]:
+            status = f"remote {row['endpoint']}"
+        table.append((
+            row["id"], row["family"] or "-", _gb(row["min_gpu_gb"]), row["min_gpu_gb_source"],
+            _gb(row["measured_gb"]), _gb(row["planned_gb"]), row["runtime"],
+            "multi" if row["multi_image"] else "one", _context(row["input_budget"]["context_tokens"]),
+            _decoding(row["capabilities"]), ",".join(row["languages"]) or "-", status,
+        ))
+    widths = [max(len(str(r[i])) for r in table) for i in range(len(header))]
+    for row in table:
+        print("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+    return 0
+
+
+def _context(tokens: int | None) -> str:
+    return "-" if tokens is None else f"{tokens:,}"
+
+
+def _decoding(capabilities: dict) -> str:
+    if not capabilities["sampling"]:
+        return "greedy only"
+    return "sampling" if capabilities["seed"] else "sampling, no seed"
+
+
+def _gb(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
+# --- tiny-models ----------------------------------------------------------------------------------
+
+def cmd_tiny_models(args: argparse.Namespace) -> int:
+    from app.tiny.checkpoints import BUILDERS, build_tiny_models
+
+    families = args.only.split(",") if args.only else None
+    unknown = [f for f in families or [] if f not in BUILDERS]
+    if unknown:
+        raise CommandError(f"unknown tiny family {', '.join(unknown)} (known: {', '.join(BUILDERS)})")
+    started = time.perf_counter()
+    path = build_tiny_models(args.out_dir, families, force=args.force)
+    print(f"wrote {path} ({time.perf_counter() - started:.1f} s)")
+    return 0
+
+
+# --- run ------------------------------------------------------------------------------------------
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from app.adapters import ModelLoadError, adapter_for
+    from app.core.budget import InputTooLarge
+    from app.core.generation import GenerationParams
+    from app.core.images import ImageError, decode_image
+
+    catalog = _catalog(args.models)
+    spec = _spec(catalog, args.model)
+    if not spec.available:
+        raise CommandError(f"{spec.id} is unavailable: {spec.unavailable_reason}")
+    if spec.is_remote:
+        raise CommandError(f"{spec.id} is served by {spec.endpoint}; `run` loads local models only")
+    images = []
+    for path in args.image:
+        try:
+            data = Path(path).read_bytes()
+        except OSError as exc:
+            raise CommandError(f"{path}: cannot read ({exc.strerror})") from None
+        try:
+            images.append(decode_image(data, path))
+        except ImageError as exc:
+            raise CommandError(str(exc)) from None
+    params = GenerationParams(max_new_tokens=args.max_new_tokens, temperature=args.temperature,
+                              top_p=args.top_p, seed=args.seed)
+    device = _device()
+    _quiet_transformers()
+    try:
+        adapter = adapter_for(spec.family).load(spec, device, None)
+    except ModelLoadError as exc:
+        raise CommandError(f"cannot load {spec.id}: {exc}") from None
+    started = time.perf_counter()
+    first: float | None = None
+    pieces: list[str] = []
+    finish = None
+    try:
+        call = adapter.prepare(images, args.prompt, params)
+    except InputTooLarge as exc:
+        raise CommandError(str(exc)) from None
+    for piece in adapter.run(call):
+        if isinstance(piece, str):
+            first = first if first is not None else time.perf_counter() - started
+            pieces.append(piece)
+            if not args.json:
+                print(piece, end="", flush=True)
+        else:
+            finish = piece
+    total = time.perf_counter() - started
+    if finish and finish.image_note:
+        print(f"\n[{finish.image_note}]", file=sys.stderr)
+    for note in (finish.applied or {}).get("notes", []) if finish else []:
+        print(f"[{note}]", file=sys.stderr)
+    if args.json:
+        print(json.dumps({
+            "model": spec.id, "text": "".join(pieces), "tokens": finish.completion_tokens if finish else 0,
+            "prompt_tokens": finish.prompt_tokens if finish else 0, "ttft_s": round(first or total, 4),
+            "total_s": round(total, 4), "finish_reason": finish.finish_reason if finish else None,
+            "image_note": finish.image_note if finish else None, "applied": finish.applied if finish else None,
+        }, ensure_ascii=False))
+    else:
+        print()
+    return 0
+
+
+def _device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _quiet_transformers() -> None:
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+    from transformers.utils import logging
+
+    logging.set_verbosity_error()
+    logging.disable_progress_bar()
+
+
+# --- serve, demo, export ---------------------------------------------------------------------------
+
+def _settings(args: argparse.Namespace, **extra: object):
+    from app.core.settings import Settings
+
+    return Settings.from_env(models_path=Path(args.models), data_dir=Path(args.data_dir), budget_gb=args.budget_gb,
+                             auth_token=getattr(args, "auth_token", None), idle_timeout_s=args.idle_timeout,
+                             overhead_gb=args.overhead_gb, **extra)
+
+
+def _serve(settings, host: str, port: int) -> int:
+    import uvicorn
+
+    from app.web.app import create_app
+
+    try:
+        app = create_app(settings)
+    except CatalogError as exc:
+        raise CommandError(str(exc)) from None
+    print(f"VLM Playground on http://{host}:{port}  (data: {settings.data_dir}, catalogue: {settings.models_path})",
+          flush=True)
+    # On SIGTERM the answers in flight get the grace period to finish and the rest are marked interrupted
+    # first, so the requests waiting on them are answered; then uvicorn closes what is left.
+
+    class Server(uvicorn.Server):
+        async def shutdown(self, sockets: list | None = None) -> None:
+            runner = getattr(app.state, "runner", None)
+            if runner is not None:
+                await runner.shutdown(settings.shutdown_grace_s)
+            await super().shutdown(sockets)
+
+    Server(uvicorn.Config(app, host=host, port=port, log_level="warning",
+                          timeout_graceful_shutdown=max(1, round(settings.shutdown_grace_s)))).run()
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    return _serve(_settings(args), args.host, args.port)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from app.tiny.checkpoints import build_tiny_models
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    tiny_dir = Path(args.data_dir) / "tiny"
+    started = time.perf_counter()
+    catalogue = build_tiny_models(tiny_dir)
+    print(f"tiny random-weight checkpoints ready in {tiny_dir} ({time.perf_counter() - started:.1f} s)", flush=True)
+    args.models = str(catalogue)
+    return _serve(_settings(args, demo=True, cpu_budget_gb=2.0), args.host, args.port)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from datetime import datetime
+
+    from app.storage.db import init_db, make_engine
+    from app.storage.export import write_ratings_csv
+
+    engine = make_engine(None, Path(args.data_dir))
+    init_db(engine)
+    since = datetime.fromisoformat(args.since) if args.since else None
+    until = datetime.fromisoformat(args.until) if args.until else None
+    if args.out == "-":
+        count = write_ratings_csv(engine, sys.stdout, model=args.model, since=since, until=until)
+    else:
+        with open(args.out, "w", encoding="utf-8", newline="") as out:
+            count = write_ratings_csv(engine, out, model=args.model, since=since, until=until)
+        print(f"wrote {count} ratings to {args.out}", file=sys.stderr)
+    return 0
+
+
+def _register_serving(add: Callable) -> None:
+    for name, handler, text in (("serve", cmd_serve, "Serve the playground."),
+                                ("demo", cmd_demo, "Build tiny offline models and serve the playground on them.")):
+        command = add(name, handler, text)
+        if name == "serve":
+            command.add_argument("--models", default=DEFAULT_CATALOG)
+        command.add_argument("--data-dir", default=os.environ.get("VLM_DATA_DIR", "data"))
+        command.add_argument("--host", default="127.0.0.1")
+        command.add_argument("--port", type=int, default=8000)
+        command.add_argument("--budget-gb", type=float, default=None,
+                             help="memory budget for resident models (default: 90%% of the GPU, else 8 GB)")
+        command.add_argument("--overhead-gb", type=float, default=None,
+                             help="memory added to each model's plan for its process (CUDA context; default 0)")
+        command.add_argument("--idle-timeout", type=float, default=None,
+                             help="stop a model's worker after this many idle seconds (default: never)")
+        command.add_argument("--auth-token", default=os.environ.get("VLM_AUTH_TOKEN"),
+                             help="require this token (cookie, bearer header or ?token=) for every request")
+    export = add("export", cmd_export, "Write every rating as CSV.")
+    export.add_argument("--data-dir", default=os.environ.get("VLM_DATA_DIR", "data"))
+    export.add_argument("--out", default="-", help="file to write (default: standard output)")
+    export.add_argument("--model", default=None, help="only this model's ratings")
+    export.add_argument("--since", default=None, help="ISO date or time, inclusive")
+    export.add_argument("--until", default=None, help="ISO date or time, exclusive")
+
+
+# --- entry point ----------------------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="vlm-playground", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def add(name: str, handler: Callable[[argparse.Namespace], int], help_text: str) -> argparse.ArgumentParser:
+        command = sub.add_parser(name, help=help_text, description=help_text)
+        command.set_defaults(handler=handler)
+        return command
+
+    models = add("models", cmd_models, "List the catalogue: memory figures, languages, availability.")
+    models.add_argument("--models", default=DEFAULT_CATALOG, help="catalogue file (default: models.yaml)")
+    models.add_argument("--data-dir", default=os.environ.get("VLM_DATA_DIR", "data"))
+    models.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+    tiny = add("tiny-models", cmd_tiny_models, "Build tiny random-weight checkpoints offline.")
+    tiny.add_argument("out_dir")
+    tiny.add_argument("--only", default="", help="comma-separated families")
+    tiny.add_argument("--force", action="store_true", help="rebuild existing checkpoints")
+
+    run = add("run", cmd_run, "Load one model in this process and stream its answer.")
+    run.add_argument("--models", default=DEFAULT_CATALOG)
+    run.add_argument("--model", required=True, help="catalogue id")
+    run.add_argument("--image", action="append", required=True, help="image file (repeat for several)")
+    run.add_argument("--prompt", required=True)
+    run.add_argument("--max-new-tokens", type=int, default=256)
+    run.add_argument("--temperature", type=float, default=0.0)
+    run.add_argument("--top-p", type=float, default=1.0)
+    run.add_argument("--seed", type=int, default=0)
+    run.add_argument("--json", action="store_true", help="print a JSON summary as the last line")
+
+    runtimes.register(add)
+    _register_serving(add)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.handler(args)
+    except CommandError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

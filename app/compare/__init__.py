@@ -1,0 +1,1 @@
+"""Comparisons: check, store, fan out to models, stream, record."""

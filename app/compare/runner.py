@@ -1,0 +1,348 @@
+"""One comparison: check and store the request, fan out to the models, stream, record timings.
+
+`ComparisonRunner.submit` stores the comparison and starts one task per model; each task leases
+its model from the pool, streams the answer and records it. Pages and API clients follow a
+comparison through `subscribe`, which replays what happened so far and then the live events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine
+
+from app.compare.validation import CheckedImage, Upload, check_images, check_models, check_params, check_prompt
+from app.core.catalog import Catalog, ModelSpec
+from app.core.generation import Finish, GenerationParams
+from app.core.protocol import ImagePart
+from app.core.settings import Limits
+from app.pool.client import BackendError
+from app.pool.pool import ModelPool, PoolError
+from app.storage import comparisons, outputs
+from app.storage.tables import FINISHED_STATUSES
+
+log = logging.getLogger("vlm_playground.compare")
+
+
+@dataclass(frozen=True)
+class PanelEvent:
+    """Something that happened to one panel (`output_id` 0 for the comparison's "end")."""
+
+    output_id: int
+    model: str
+    kind: str  # snapshot | state | text | done | error | end
+    state: str = ""
+    text: str = ""
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class OutputRun:
+    """The live state of one model's answer."""
+
+    output_id: int
+    spec: ModelSpec
+    state: str = "queued"
+    text: list[str] = field(default_factory=list)
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def snapshot(self) -> PanelEvent:
+        return PanelEvent(self.output_id, self.spec.id, "snapshot", self.state, "".join(self.text), dict(self.info))
+
+
+class ComparisonRun:
+    """A comparison in progress: its outputs and the queues of everyone following it."""
+
+    def __init__(self, comparison_id: int, outputs: list[OutputRun]) -> None:
+        self.id = comparison_id
+        self.outputs = {run.output_id: run for run in outputs}
+        self.subscribers: set[asyncio.Queue[PanelEvent]] = set()
+        self.done = asyncio.Event()
+        self.tasks: list[asyncio.Task] = []
+        self.cancel_reason = "the server stopped before this answer finished"
+        self.stop_when_abandoned = False
+
+    def publish(self, event: PanelEvent) -> None:
+        for queue in self.subscribers:
+            queue.put_nowait(event)
+
+    def finished(self) -> bool:
+        return all(run.state in FINISHED_STATUSES for run in self.outputs.values())
+
+
+class ComparisonRunner:
+    """Starts comparisons and lets pages and API clients follow them."""
+
+    def __init__(self, engine: Engine, data_dir: Path, catalog: Catalog, pool: ModelPool, limits: Limits,
+                 generation_timeout_s: float = 600.0, keep_finished_s: float = 60.0,
+                 abandon_after_s: float = 10.0) -> None:
+        self.engine = engine
+        self.data_dir = Path(data_dir)
+        self.catalog = catalog
+        self.pool = pool
+        self.limits = limits
+        self.generation_timeout_s = generation_timeout_s
+        self.keep_finished_s = keep_finished_s
+        self.abandon_after_s = abandon_after_s
+        self.runs: dict[int, ComparisonRun] = {}
+        self.accepting = True
+        self.unreachable: dict[str, str | None] = {}  # model id → why it cannot be loaded here
+
+    # --- starting ----------------------------------------------------------------------------------
+
+    def check(self, prompt: str | None, uploads: list[Upload], models: list[str],
+              params: dict[str, Any]) -> tuple[str, list[CheckedImage], list[str], dict[str, Any]]:
+        """Every check on a request, before anything is stored or started."""
+        return (check_prompt(prompt, self.limits), check_images(uploads, self.limits),
+                check_models(models, self.catalog, self.limits, self.unreachable), check_params(params, self.limits))
+
+    async def submit(self, prompt: str | None, uploads: list[Upload], models: list[str], params: dict[str, Any],
+                     rater: str = "", blind: bool = False, stop_when_abandoned: bool = False) -> int:
+        """Check, store and start a comparison; returns its id. Raises InputError for a bad request.
+
+        `stop_when_abandoned`: a page's comparison stops once every page following it is gone.
+        """
+        if not self.accepting:
+            from app.compare.validation import InputError
+
+            raise InputError("server", "the server is shutting down; try again in a moment", 503)
+        prompt, images, models, params = await asyncio.to_thread(self.check, prompt, uploads, models, params)
+        specs = [self.catalog.get(model) for model in models]
+        if blind:  # panel order (and output ids) must not give away which model is which
+            random.shuffle(specs)
+        note = "; ".join(image.note for image in images if image.note) or None
+        created = await asyncio.to_thread(
+            comparisons.create_comparison, self.engine, self.data_dir, prompt, params, rater, blind,
+            [comparisons.StoredImageInput(i.name, i.data, i.format, i.width, i.height) for i in images],
+            [self._output_input(spec, params, note) for spec in specs])
+        run = ComparisonRun(created.id, [OutputRun(oid, spec) for oid, spec in zip(created.output_ids, specs,
+                                                                                    strict=True)])
+        run.stop_when_abandoned = stop_when_abandoned
+        self.runs[created.id] = run
+        parts = [ImagePart(image.data, image.mime) for image in images]
+        generation = GenerationParams(max_new_tokens=params["max_new_tokens"], temperature=params["temperature"],
+                                      top_p=params["top_p"], seed=params["seed"])
+        run.tasks = [asyncio.create_task(self._answer(run, output, prompt, parts, generation))
+                     for output in run.outputs.values()]
+        asyncio.create_task(self._close_when_done(run))
+        return created.id
+
+    @staticmethod
+    def _output_input(spec: ModelSpec, params: dict[str, Any], note: str | None) -> comparisons.OutputInput:
+        return comparisons.OutputInput(
+            model=spec.id, repo=spec.repo or "", revision=spec.revision,
+            backend="remote" if spec.is_remote else "local", runtime=spec.runtime, dtype=spec.dtype,
+            seed=params["seed"], params=params, image_note=note)
+
+    # --- answering ---------------------------------------------------------------------------------
+
+    def _set(self, run: ComparisonRun, output: OutputRun, state: str, **info: Any) -> None:
+        output.state = state
+        output.info.update(info)
+        run.publish(PanelEvent(output.output_id, output.spec.id, "state", state, info=dict(output.info)))
+
+    async def _answer(self, run: ComparisonRun, output: OutputRun, prompt: str, images: list[ImagePart],
+                      params: GenerationParams) -> None:
+        """Lease the model, stream its answer to followers, and record the outcome."""
+        spec = output.spec
+        pool_state = "resident" if spec.is_remote else self.pool.state_of(spec.id)
+        ticker: asyncio.Task | None = None
+        if pool_state != "resident":
+            self._set(run, output, "loading", since=time.time())
+            await asyncio.to_thread(outputs.update_output, self.engine, output.output_id, status="loading")
+            ticker = asyncio.create_task(self._report_loading(run, output))
+        try:
+            async with self.pool.lease(spec.id) as backend:
+                if ticker:
+                    ticker.cancel()
+                self._set(run, output, "generating", since=time.time(), detail=None)
+                await asyncio.to_thread(self._record_runtime, output)
+                try:
+                    finish, ttft, total = await asyncio.wait_for(
+                        self._stream(run, output, backend, prompt, images, params), self.generation_timeout_s)
+                except TimeoutError:
+                    message = f"no answer within the generation time limit of {self.generation_timeout_s:g} s"
+                    # still holding the lease: the stuck worker is the one stopped, never a fresh one
+                    if await self.pool.discard(spec.id, message):
+                        message += "; its worker was restarted"
+                    await self._fail(run, output, message)
+                    return
+        except (PoolError, BackendError) as exc:
+            await self._fail(run, output, str(exc))
+            return
+        except asyncio.CancelledError:
+            await self._interrupt(run, output)
+            raise
+        except Exception as exc:  # one model's failure never stops the others
+            log.exception("output %s failed", output.output_id)
+            await self._fail(run, output, f"{type(exc).__name__}: {exc}")
+            return
+        finally:
+            if ticker:
+                ticker.cancel()
+        stats = {"ttft_s": _round(ttft), "total_s": _round(total), "tokens": finish.completion_tokens,
+                 "prompt_tokens": finish.prompt_tokens,
+                 "tokens_per_s": _round(finish.completion_tokens / total if total else None),
+                 "image_note": finish.image_note, "finish_reason": finish.finish_reason,
+                 "applied": finish.applied, "param_notes": (finish.applied or {}).get("notes") or []}
+        await asyncio.to_thread(self._record_done, output, stats)
+        output.state = "done"
+        output.info.update(stats)
+        run.publish(PanelEvent(output.output_id, spec.id, "done", "done", info=dict(output.info)))
+
+    async def _report_loading(self, run: ComparisonRun, output: OutputRun) -> None:
+        """While a model loads, pass on what its start is doing (e.g. installing a pinned runtime)."""
+        shown = None
+        while output.state == "loading":
+            detail = self.pool.loading_detail(output.spec.id)
+            if detail and detail != shown:
+                shown = detail
+                self._set(run, output, "loading", detail=detail)
+            await asyncio.sleep(0.5)
+
+    async def _stream(self, run: ComparisonRun, output: OutputRun, backend: Any, prompt: str,
+                      images: list[ImagePart], params: GenerationParams) -> tuple[Finish, float | None, float]:
+        started = time.perf_counter()
+        first: float | None = None
+        finish: Finish | None = None
+        async for piece in backend.stream(prompt, images, params):
+            if isinstance(piece, Finish):
+                finish = piece
+                continue
+            if first is None:
+                first = time.perf_counter() - started
+            output.text.append(piece)
+            run.publish(PanelEvent(output.output_id, output.spec.id, "text", "generating", piece))
+        if finish is None:
+            raise BackendError(f"{output.spec.id}: the answer ended without token counts")
+        return finish, first, time.perf_counter() - started
+
+    def _record_runtime(self, output: OutputRun) -> None:
+        info = self.pool.runtime_of(output.spec.id)
+        if info.get("transformers"):
+            outputs.update_output(self.engine, output.output_id, status="generating",
+                                transformers_version=info["transformers"])
+        else:
+            outputs.update_output(self.engine, output.output_id, status="generating")
+
+    def _record_done(self, output: OutputRun, stats: dict[str, Any]) -> None:
+        changed: dict[str, Any] = {}
+        if stats.get("image_note"):
+            changed["image_note"] = stats["image_note"]
+        if stats.get("applied"):  # what the model really used replaces what was asked for
+            changed["params"] = stats["applied"]
+        if changed:
+            outputs.update_output(self.engine, output.output_id, **changed)
+        outputs.finish_output(self.engine, output.output_id, status="done", text="".join(output.text),
+                            ttft_s=stats["ttft_s"], total_s=stats["total_s"], prompt_tokens=stats["prompt_tokens"],
+                            tokens=stats["tokens"], tokens_per_s=stats["tokens_per_s"])
+
+    async def _fail(self, run: ComparisonRun, output: OutputRun, message: str) -> None:
+        await asyncio.to_thread(outputs.finish_output, self.engine, output.output_id, status="error",
+                                text="".join(output.text), error=message)
+        output.state = "error"
+        output.info["message"] = message
+        run.publish(PanelEvent(output.output_id, output.spec.id, "error", "error", info={"message": message}))
+
+    async def _interrupt(self, run: ComparisonRun, output: OutputRun) -> None:
+        message = f"interrupted: {run.cancel_reason}"
+        with contextlib.suppress(Exception):
+            await asyncio.shield(asyncio.to_thread(
+                outputs.finish_output, self.engine, output.output_id, status="interrupted",
+                text="".join(output.text), error=message))
+        output.state = "interrupted"
+        output.info["message"] = message
+        run.publish(PanelEvent(output.output_id, output.spec.id, "error", "interrupted", info={"message": message}))
+
+    async def _close_when_done(self, run: ComparisonRun) -> None:
+        await asyncio.gather(*run.tasks, return_exceptions=True)
+        run.done.set()
+        run.publish(PanelEvent(0, "", "end"))
+        await asyncio.sleep(self.keep_finished_s)
+        self.runs.pop(run.id, None)
+
+    # --- following ---------------------------------------------------------------------------------
+
+    async def wait(self, comparison_id: int) -> None:
+        run = self.runs.get(comparison_id)
+        if run is not None:
+            await run.done.wait()
+
+    async def subscribe(self, comparison_id: int) -> AsyncIterator[PanelEvent]:
+        """What happened so far (one snapshot per output), then live events until the end."""
+        run = self.runs.get(comparison_id)
+        if run is None:
+            for event in await asyncio.to_thread(self._stored_snapshots, comparison_id):
+                yield event
+            yield PanelEvent(0, "", "end")
+            return
+        queue: asyncio.Queue[PanelEvent] = asyncio.Queue()
+        run.subscribers.add(queue)
+        # taken with no await after subscribing: later text reaches this follower once, through the queue
+        snapshots = [output.snapshot() for output in run.outputs.values()]
+        try:
+            for snapshot in snapshots:
+                yield snapshot
+            if run.done.is_set():
+                yield PanelEvent(0, "", "end")
+                return
+            while (event := await queue.get()).kind != "end":
+                yield event
+            yield event
+        finally:
+            run.subscribers.discard(queue)
+            if run.stop_when_abandoned and not run.subscribers and not run.done.is_set():
+                asyncio.get_running_loop().call_later(self.abandon_after_s, self._cancel_if_abandoned, run)
+
+    def _cancel_if_abandoned(self, run: ComparisonRun) -> None:
+        """Everyone watching left (the browser went away): stop generating and free the workers."""
+        if not run.subscribers and not run.done.is_set():
+            self.cancel(run.id, "the browser went away before the answer finished")
+
+    def _stored_snapshots(self, comparison_id: int) -> list[PanelEvent]:
+        comparison = comparisons.get_comparison(self.engine, comparison_id)  # LookupError when unknown
+        events = []
+        for output in comparison["outputs"]:
+            info = {key: output.get(key) for key in ("ttft_s", "total_s", "tokens", "prompt_tokens",
+                                                     "tokens_per_s", "image_note")}
+            info["param_notes"] = (output.get("params") or {}).get("notes") or []
+            if output.get("error"):
+                info["message"] = output["error"]
+            events.append(PanelEvent(output["id"], output["model"], "snapshot", output["status"],
+                                     output.get("text") or "", info))
+        return events
+
+    # --- stopping ----------------------------------------------------------------------------------
+
+    def cancel(self, comparison_id: int, reason: str) -> None:
+        """Stop a comparison's unfinished answers; they are recorded as interrupted with `reason`."""
+        run = self.runs.get(comparison_id)
+        if run is None:
+            return
+        run.cancel_reason = reason
+        for task in run.tasks:
+            task.cancel()
+
+    async def shutdown(self, grace_s: float) -> None:
+        """Stop accepting; let answers in flight finish within `grace_s`, then mark the rest interrupted."""
+        self.accepting = False
+        tasks = [task for run in self.runs.values() for task in run.tasks if not task.done()]
+        if not tasks:
+            return
+        _, pending = await asyncio.wait(tasks, timeout=grace_s)
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.gather(*pending, return_exceptions=True)
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 4)

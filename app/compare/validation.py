@@ -1,0 +1,162 @@
+"""Checks on a comparison request, done before any work: each refusal names the field and the limit."""
+
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from fastapi import Path as PathParam
+from PIL import Image
+
+from app.core.catalog import Catalog
+from app.core.settings import MB, Limits, megabytes
+
+MAX_ID = 2**31 - 1  # ids are 32-bit integers on PostgreSQL
+RowId = Annotated[int, PathParam(ge=1, le=MAX_ID, description="a row id")]
+
+
+class InputError(ValueError):
+    """A refused request: 413 for sizes, 422 for content; `field` says what caused it."""
+
+    def __init__(self, field: str, message: str, status_code: int = 422) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+        self.status_code = status_code
+
+    @property
+    def detail(self) -> str:
+        """The message, prefixed with the field unless it already names it (or the file it is about)."""
+        named = self.field.partition("[")[2].rstrip("]") or self.field
+        return self.message if named in self.message else f"{self.field}: {self.message}"
+
+
+@dataclass(frozen=True)
+class Upload:
+    """A file as received: the name the browser gave it, and its bytes."""
+
+    name: str
+    data: bytes
+
+
+@dataclass(frozen=True)
+class CheckedImage:
+    """An upload that decoded fully, with what decoding found."""
+
+    name: str
+    data: bytes
+    format: str
+    width: int
+    height: int
+    note: str | None = None
+
+    @property
+    def mime(self) -> str:
+        return Image.MIME.get(self.format.upper(), "application/octet-stream")
+
+
+def check_prompt(prompt: str | None, limits: Limits) -> str:
+    if prompt is None or not prompt.strip():
+        raise InputError("prompt", "write a prompt: it must not be blank")
+    if len(prompt) > limits.max_prompt_chars:
+        raise InputError("prompt", f"is {len(prompt):,} characters; the limit is {limits.max_prompt_chars:,}")
+    if "\x00" in prompt:
+        raise InputError("prompt", "must not contain NUL characters")
+    return prompt
+
+
+def check_models(models: list[str], catalog: Catalog, limits: Limits,
+                 unreachable: dict[str, str | None] | None = None) -> list[str]:
+    """Known, available, reachable models, each once, at most `limits.max_models`."""
+    if not models:
+        raise InputError("models", "pick at least one model")
+    if len(models) > limits.max_models:
+        raise InputError("models", f"{len(models)} models picked; the limit is {limits.max_models}")
+    repeated = sorted({model for model in models if models.count(model) > 1})
+    if repeated:
+        raise InputError("models", f"each model may be picked once ({', '.join(repeated)} more than once)")
+    for model in models:
+        try:
+            spec = catalog.get(model)
+        except KeyError:
+            raise InputError("models", f"unknown model '{model}'") from None
+        if not spec.available:
+            raise InputError("models", f"{model} is unavailable: {spec.unavailable_reason}")
+        reason = (unreachable or {}).get(model)
+        if reason:
+            raise InputError("models", f"{model} cannot be loaded here: {reason}")
+    return models
+
+
+def check_params(values: dict[str, Any], limits: Limits) -> dict[str, Any]:
+    """max_new_tokens, temperature, top_p, seed: coerced and range-checked."""
+    rules = {
+        "max_new_tokens": (int, 1, limits.max_new_tokens, 256),
+        "temperature": (float, 0.0, 2.0, 0.0),
+        "top_p": (float, 0.01, 1.0, 1.0),
+        "seed": (int, 0, 2**31 - 1, 0),
+    }
+    checked: dict[str, Any] = {}
+    for name, (kind, low, high, default) in rules.items():
+        raw = values.get(name)
+        if raw is None or raw == "":
+            checked[name] = default
+            continue
+        try:
+            value = kind(raw)
+        except (TypeError, ValueError):
+            raise InputError(name, f"must be a number (got {str(raw)[:40]!r})") from None
+        if kind is float and value != value:  # NaN
+            raise InputError(name, f"must be a number between {low} and {high}")
+        if not low <= value <= high:
+            raise InputError(name, f"must be between {low} and {high} (got {value})")
+        checked[name] = value
+    return checked
+
+
+def check_images(uploads: list[Upload], limits: Limits) -> list[CheckedImage]:
+    if not uploads:
+        raise InputError("images", "add at least one image")
+    if len(uploads) > limits.max_images:
+        raise InputError("images", f"{len(uploads)} images; the limit is {limits.max_images}", 413)
+    total = sum(len(upload.data) for upload in uploads)
+    if total > limits.max_request_bytes:
+        raise InputError("images", f"{total / MB:.1f} MB in all; the limit is {megabytes(limits.max_request_bytes)}",
+                         413)
+    return [check_image(upload, limits) for upload in uploads]
+
+
+def check_image(upload: Upload, limits: Limits) -> CheckedImage:
+    """Judge a file by its content: size, pixel count, a full decode; never by name or declared type."""
+    name = upload.name or "image"
+    field = f"images[{name}]"
+    if len(upload.data) > limits.max_image_bytes:
+        raise InputError(field, f"{name} is {len(upload.data) / MB:.1f} MB; the limit is "
+                                f"{megabytes(limits.max_image_bytes)} per image", 413)
+    if not upload.data:
+        raise InputError(field, f"{name} is empty")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(upload.data)) as image:
+                width, height = image.size
+                if width * height > limits.max_pixels:
+                    raise InputError(field, f"{name} is {width}×{height} = {width * height / 1e6:.1f} megapixels; "
+                                            f"the limit is {limits.max_pixels / 1e6:g} megapixels", 413)
+                fmt = image.format or "PNG"
+                frames = getattr(image, "n_frames", 1)
+                image.load()  # a full decode: truncated and corrupt files fail here
+    except InputError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise InputError(field, f"{name} decodes to more pixels than the limit of "
+                                f"{limits.max_pixels / 1e6:g} megapixels", 413) from None
+    except Image.UnidentifiedImageError:
+        raise InputError(field, f"{name} is not a readable image (its content is no image format Pillow knows)") \
+            from None
+    except Exception as exc:  # Pillow raises many kinds for broken files
+        raise InputError(field, f"{name} is not a readable image ({type(exc).__name__}: {exc})") from None
+    note = f"{name} has {frames} frames: the first is used" if frames > 1 else None
+    return CheckedImage(name=name, data=upload.data, format=fmt, width=width, height=height, note=note)

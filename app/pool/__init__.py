@@ -1,0 +1,1 @@
+"""The model pool: budget, LRU, leases, single flight; launcher, client, runtimes, sizes."""

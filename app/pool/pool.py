@@ -1,0 +1,418 @@
+"""ModelPool: which models are resident, within a memory budget, and who is using them.
+
+`async with pool.lease(model_id) as backend:` gives a backend for one model. A hit refreshes the
+LRU order; a miss loads the model once however many requests ask at the same moment (single
+flight), after evicting least-recently-used idle models until it fits. A model with a lease is
+never evicted; when nothing idle can make room, the request waits (bounded) and then gets a
+clear "busy" error. A model larger than the whole budget fails at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from app.core.catalog import Catalog, ModelSpec
+from app.pool.client import OpenAIBackend
+from app.pool.launcher import Launcher, LoadError, WorkerHandle
+from app.pool.sizes import SizeBook
+
+log = logging.getLogger("vlm_playground.pool")
+
+
+class PoolError(RuntimeError):
+    """A lease that cannot be granted; the message is meant for the person who asked."""
+
+
+class TooLarge(PoolError):
+    """The model needs more memory than the whole budget."""
+
+
+class Busy(PoolError):
+    """Everything resident is in use and the model did not fit in time."""
+
+
+class Unavailable(PoolError):
+    """The model cannot be served (catalogue says so, or its last load failed recently)."""
+
+
+@dataclass
+class Resident:
+    """A model the pool holds (or is loading) and its bookkeeping."""
+
+    spec: ModelSpec
+    planned_gb: float
+    state: str = "loading"  # loading | ready
+    leases: int = 0
+    last_used: float = 0.0
+    loaded_at: float | None = None
+    worker: WorkerHandle | None = None
+    ready: asyncio.Future[None] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+    watcher: asyncio.Task | None = None
+
+
+@dataclass
+class Failure:
+    message: str
+    at: float
+
+
+@dataclass
+class Counters:
+    hits: int = 0
+    misses: int = 0
+    loads: int = 0
+    evictions: int = 0
+    load_failures: int = 0
+    crashes: int = 0
+
+
+class ModelPool:
+    """Keeps models resident within `budget_gb`, evicting the least recently used idle ones."""
+
+    def __init__(self, catalog: Catalog, launcher: Launcher, budget_gb: float, sizes: SizeBook | None = None,
+                 wait_timeout_s: float = 120.0, retry_after_s: float = 30.0, idle_timeout_s: float | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.catalog = catalog
+        self.launcher = launcher
+        self.budget_gb = budget_gb
+        self.sizes = sizes or SizeBook()
+        self.wait_timeout_s = wait_timeout_s
+        self.retry_after_s = retry_after_s
+        self.idle_timeout_s = idle_timeout_s
+        self.clock = clock
+        self.counters = Counters()
+        self._resident: dict[str, Resident] = {}
+        self._draining: dict[int, float] = {}  # id(resident) → planned GB, until its process exits
+        self._failures: dict[str, Failure] = {}
+        self._remote: dict[str, OpenAIBackend] = {}
+        self._lock = asyncio.Lock()
+        self._changed = asyncio.Event()
+        self._reaper: asyncio.Task | None = None
+        self._closed = False
+
+    # --- accounting --------------------------------------------------------------------------------
+
+    def planned_gb(self, spec: ModelSpec) -> float:
+        planned = self.sizes.planned_gb(spec)
+        if planned is None:
+            raise Unavailable(f"{spec.id} has no memory figure to plan with")
+        return planned
+
+    def used_gb(self) -> float:
+        """Memory held or reserved: resident and loading models, and evicted ones not yet exited."""
+        return sum(r.planned_gb for r in self._resident.values()) + sum(self._draining.values())
+
+    def _signal(self) -> None:
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    # --- leasing -----------------------------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def lease(self, model_id: str) -> AsyncIterator[Any]:
+        """A backend for `model_id`, loading it if needed; held models are never evicted."""
+        spec = self._spec(model_id)
+        if spec.is_remote:
+            yield self._remote_backend(spec)
+            return
+        resident = await self._acquire(spec)
+        try:
+            yield resident.worker.backend  # type: ignore[union-attr]
+        finally:
+            resident.leases -= 1
+            resident.last_used = self.clock()
+            self._signal()
+
+    def _spec(self, model_id: str) -> ModelSpec:
+        try:
+            spec = self.catalog.get(model_id)
+        except KeyError:
+            raise Unavailable(f"unknown model '{model_id}'") from None
+        if not spec.available:
+            raise Unavailable(f"{spec.id} is unavailable: {spec.unavailable_reason}")
+        return spec
+
+    def _remote_backend(self, spec: ModelSpec) -> OpenAIBackend:
+        if spec.id not in self._remote:
+            key = os.environ.get(spec.api_key_env) if spec.api_key_env else None
+            self._remote[spec.id] = OpenAIBackend(spec.endpoint or "", spec.served_model or spec.repo or spec.id,
+                                                  api_key=key, label=spec.id)
+        self.counters.hits += 1
+        return self._remote[spec.id]
+
+    async def _acquire(self, spec: ModelSpec) -> Resident:
+        planned = self.planned_gb(spec)
+        if planned > self.budget_gb:
+            raise TooLarge(f"{spec.id} needs {planned:.2f} GB but the whole budget is {self.budget_gb:.2f} GB")
+        deadline = self.clock() + self.wait_timeout_s
+        counted = False
+        while True:
+            victims: list[Resident] = []
+            async with self._lock:
+                if self._closed:
+                    raise Unavailable("the pool is shutting down")
+                resident = self._resident.get(spec.id)
+                if resident is not None:
+                    resident.leases += 1
+                    if not counted:
+                        self.counters.hits += resident.state == "ready"
+                        self.counters.misses += resident.state != "ready"
+                    break
+                self._check_backoff(spec)
+                if not counted:
+                    self.counters.misses += 1
+                    counted = True
+                if self.used_gb() + planned <= self.budget_gb:
+                    resident = Resident(spec, planned, leases=1, last_used=self.clock())
+                    self._resident[spec.id] = resident
+                    asyncio.create_task(self._load(resident))
+                    break
+                victims = self._victims(planned)
+                for victim in victims:
+                    self._evict_locked(victim)
+                waiter = self._changed
+            if victims:
+                # shielded: a requester that gives up must not leave an evicted worker half-stopped
+                drains = [asyncio.create_task(self._drain(v)) for v in victims]
+                await asyncio.shield(asyncio.gather(*drains))
+                continue
+            remaining = deadline - self.clock()
+            if remaining <= 0:
+                raise Busy(self._busy_message(spec, planned))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(waiter.wait(), remaining)
+        try:
+            await asyncio.shield(resident.ready)
+        except BaseException:
+            resident.leases -= 1
+            raise
+        resident.last_used = self.clock()
+        return resident
+
+    def _check_backoff(self, spec: ModelSpec) -> None:
+        failure = self._failures.get(spec.id)
+        if failure is None:
+            return
+        wait = failure.at + self.retry_after_s - self.clock()
+        if wait > 0:
+            raise Unavailable(f"{spec.id} failed to load: {failure.message} (next try in {wait:.0f} s)")
+        del self._failures[spec.id]
+
+    def _victims(self, planned: float) -> list[Resident]:
+        """Idle, unpinned, ready models in LRU order, just enough to make room; none if they can't."""
+        idle = sorted((r for r in self._resident.values()
+                       if r.leases == 0 and r.state == "ready" and not r.spec.preload),
+                      key=lambda r: r.last_used)
+        need = self.used_gb() + planned - self.budget_gb
+        chosen: list[Resident] = []
+        for resident in idle:
+            if need <= 1e-9:
+                break
+            chosen.append(resident)
+            need -= resident.planned_gb
+        return chosen if need <= 1e-9 else []
+
+    def _busy_message(self, spec: ModelSpec, planned: float) -> str:
+        busy = ", ".join(f"{r.spec.id} ({r.planned_gb:.2f} GB, {r.leases} in use)"
+                         for r in self._resident.values()) or "none"
+        return (f"{spec.id} needs {planned:.2f} GB; {self.budget_gb - self.used_gb():.2f} GB of "
+                f"{self.budget_gb:.2f} GB free and every resident model is in use ({busy}); "
+                f"waited {self.wait_timeout_s:g} s")
+
+    # --- loading, eviction, crashes ----------------------------------------------------------------
+
+    async def _load(self, resident: Resident) -> None:
+        spec = resident.spec
+        try:
+            worker = await self.launcher.start(spec)
+        except BaseException as exc:
+            message = str(exc) if isinstance(exc, LoadError) else f"{type(exc).__name__}: {exc}"
+            async with self._lock:
+                self._resident.pop(spec.id, None)
+                self._failures[spec.id] = Failure(message, self.clock())
+                self.counters.load_failures += 1
+                self._signal()
+            resident.ready.set_exception(Unavailable(f"{spec.id} failed to load: {message}"))
+            resident.ready.exception()  # mark retrieved: waiters may all have gone
+            return
+        if self._closed:  # the pool closed while this model loaded
+            self._resident.pop(spec.id, None)
+            await worker.terminate()
+            resident.ready.set_exception(Unavailable("the pool is shutting down"))
+            resident.ready.exception()
+            return
+        resident.worker = worker
+        resident.state = "ready"
+        resident.loaded_at = self.clock()
+        self.counters.loads += 1
+        if worker.measured_gb:
+            await asyncio.to_thread(self.sizes.record, spec.id, worker.measured_gb)
+        resident.watcher = asyncio.create_task(self._watch(resident))
+        resident.ready.set_result(None)
+        self._signal()
+
+    async def _watch(self, resident: Resident) -> None:
+        """Remove a worker that exits on its own (crash, out of memory, kill -9)."""
+        assert resident.worker is not None
+        code = await resident.worker.wait_exit()
+        async with self._lock:
+            if self._resident.get(resident.spec.id) is resident:
+                del self._resident[resident.spec.id]
+                self.counters.crashes += 1
+                log.warning("worker for %s exited unexpectedly (code %s)", resident.spec.id, code)
+                self._signal()
+        with contextlib.suppress(Exception):
+            await resident.worker.terminate()  # already gone: this only closes its client
+
+    def _evict_locked(self, resident: Resident) -> None:
+        del self._resident[resident.spec.id]
+        self._draining[id(resident)] = resident.planned_gb
+        self.counters.evictions += 1
+
+    async def _drain(self, resident: Resident) -> None:
+        """Terminate an evicted worker and wait until it has exited, then free its memory."""
+        try:
+            if resident.watcher:
+                resident.watcher.cancel()
+            if resident.worker is not None:
+                with contextlib.suppress(Exception):
+                    await resident.worker.measure_gb()
+                    if resident.worker.measured_gb:
+                        await asyncio.to_thread(self.sizes.record, resident.spec.id, resident.worker.measured_gb)
+                await resident.worker.terminate()
+        finally:
+            async with self._lock:
+                self._draining.pop(id(resident), None)
+                self._signal()
+
+    async def evict(self, model_id: str) -> bool:
+        """Evict one idle model now; False when it is not resident or in use."""
+        async with self._lock:
+            resident = self._resident.get(model_id)
+            if resident is None or resident.leases or resident.state != "ready":
+                return False
+            self._evict_locked(resident)
+        await self._drain(resident)
+        return True
+
+    async def discard(self, model_id: str, reason: str) -> bool:
+        """Stop a worker that misbehaves (hung past the time limit), leased or not; the next use reloads.
+        False when the model has no local worker (remote, or already gone)."""
+        async with self._lock:
+            resident = self._resident.get(model_id)
+            if resident is None or resident.state != "ready":
+                return False
+            log.warning("discarding the worker for %s: %s", model_id, reason)
+            self._evict_locked(resident)
+            self.counters.evictions -= 1
+            self.counters.crashes += 1
+        await self._drain(resident)
+        return True
+
+    # --- lifecycle ---------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Load models marked `preload: true`, and start the idle reaper if configured."""
+        for spec in self.catalog.models:
+            if spec.preload and spec.available and not spec.is_remote:
+                async with self.lease(spec.id):
+                    pass
+        if self.idle_timeout_s:
+            self._reaper = asyncio.create_task(self._reap_idle())
+
+    async def _reap_idle(self) -> None:
+        while True:
+            await asyncio.sleep(max(1.0, (self.idle_timeout_s or 60) / 4))
+            now = self.clock()
+            for resident in list(self._resident.values()):
+                idle = now - resident.last_used >= (self.idle_timeout_s or 0)
+                if idle and not resident.spec.preload:
+                    await self.evict(resident.spec.id)
+
+    async def close(self) -> None:
+        """Stop every worker and wait for them to exit."""
+        if self._reaper:
+            self._reaper.cancel()
+        async with self._lock:
+            self._closed = True
+            residents = list(self._resident.values())
+            for resident in residents:
+                if resident.state == "ready":
+                    self._evict_locked(resident)
+        await asyncio.gather(*(self._drain(r) for r in residents if r.state == "ready"), return_exceptions=True)
+        loading = [r.ready for r in residents if r.state == "loading"]
+        if loading:  # each stops its worker as soon as it is up (see _load)
+            await asyncio.wait(loading, timeout=60)
+        for backend in self._remote.values():
+            await backend.aclose()
+
+    # --- status ------------------------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        """Budget, use, residents and counters, as `GET /api/pool` serves them."""
+        now = self.clock()
+        resident = []
+        for r in sorted(self._resident.values(), key=lambda r: -r.last_used):
+            worker = r.worker
+            resident.append({
+                "model": r.spec.id, "planned_gb": round(r.planned_gb, 3),
+                "measured_gb": None if worker is None or worker.measured_gb is None else round(worker.measured_gb, 3),
+                "state": "busy" if r.state == "ready" and r.leases else r.state, "leases": r.leases,
+                "last_used": round(now - r.last_used, 1), "pid": worker.pid if worker else None,
+                "runtime": r.spec.runtime, "pinned": r.spec.preload, "detail": self.loading_detail(r.spec.id),
+            })
+        return {
+            "budget_gb": round(self.budget_gb, 3), "used_gb": round(self.used_gb(), 3),
+            "free_gb": round(self.budget_gb - self.used_gb(), 3), "resident": resident,
+            "draining_gb": round(sum(self._draining.values()), 3),
+            "failures": {k: v.message for k, v in self._failures.items()},
+            **self.counters.__dict__,
+        }
+
+    def loading_detail(self, model_id: str) -> str | None:
+        """What a loading model's start is doing (preparing its runtime, loading weights), if known."""
+        resident = self._resident.get(model_id)
+        if resident is None or resident.state != "loading":
+            return None
+        return getattr(self.launcher, "progress", {}).get(model_id)
+
+    def runtime_of(self, model_id: str) -> dict[str, str]:
+        """Library versions the model's worker runs with (empty when not resident or remote)."""
+        resident = self._resident.get(model_id)
+        return dict(resident.worker.runtime) if resident and resident.worker else {}
+
+    def state_of(self, model_id: str) -> str:
+        """'resident', 'loading', 'fits' (would load without evicting), 'evicts' or 'too large'."""
+        resident = self._resident.get(model_id)
+        if resident is not None:
+            return "resident" if resident.state == "ready" else "loading"
+        try:
+            spec = self.catalog.get(model_id)
+            planned = self.planned_gb(spec)
+        except (KeyError, PoolError):
+            return "unknown"
+        if planned > self.budget_gb:
+            return "too large"
+        return "fits" if self.used_gb() + planned <= self.budget_gb else "evicts"
+
+
+def detect_budget_gb(cpu_budget_gb: float, fraction: float = 0.9) -> tuple[float, str]:
+    """90 % of the GPU's total memory (via nvidia-smi, without a CUDA context here), else the CPU figure."""
+    import shutil
+    import subprocess
+
+    if shutil.which("nvidia-smi"):
+        with contextlib.suppress(Exception):
+            out = subprocess.run(["nvidia-smi", "--query-gpu=memory.total", "--format=csv,noheader,nounits"],
+                                 capture_output=True, text=True, timeout=10, check=True).stdout.split()
+            if out:
+                total_gb = float(out[0]) / 1024
+                return round(total_gb * fraction, 2), f"{fraction:.0%} of the GPU's {total_gb:.1f} GB"
+    return cpu_budget_gb, "CPU setting (no GPU found)"

@@ -1,0 +1,1 @@
+"""Storage: engine and sessions, tables, migrations, image files, one module per aggregate."""

@@ -1,0 +1,306 @@
+"""Comparisons with their images and outputs: create, read, list."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, func
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, col, select
+
+from app.storage.checks import check_text
+from app.storage.db import session
+from app.storage.files import discard, image_extension, image_path, publish, write_temp
+from app.storage.tables import (
+    BACKENDS,
+    Comparison,
+    ComparisonImage,
+    Image,
+    Output,
+    Rating,
+)
+
+
+@dataclass(frozen=True)
+class StoredImageInput:
+    """An uploaded image: its original name, raw bytes and what decoding it found."""
+
+    name: str
+    data: bytes
+    format: str
+    width: int
+    height: int
+
+
+@dataclass(frozen=True)
+class OutputInput:
+    """One model to run in a comparison, and what it will run with."""
+
+    model: str
+    repo: str = ""
+    revision: str = ""
+    backend: str = "local"
+    runtime: str = "default"
+    transformers_version: str | None = None
+    dtype: str | None = None
+    seed: int | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+    image_note: str | None = None
+
+
+@dataclass(frozen=True)
+class CreatedComparison:
+    """Ids of a new comparison and of its outputs (in model order), and its images' hashes."""
+
+    id: int
+    output_ids: list[int]
+    image_sha256s: list[str]
+
+
+def check_image(index: int, image: StoredImageInput) -> None:
+    """An image input with a name, bytes, a format and positive dimensions."""
+    check_text(f"images[{index}].name", image.name)
+    if not isinstance(image.data, bytes | bytearray | memoryview):
+        raise ValueError(f"images[{index}].data: expected bytes")
+    for name in ("width", "height"):
+        value = getattr(image, name)
+        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+            raise ValueError(f"images[{index}].{name}: expected a positive integer, got {value!r}")
+    image_extension(image.format)
+
+
+def check_output(index: int, output: OutputInput) -> None:
+    """An output input naming a model and a known backend."""
+    if not isinstance(output.model, str) or not output.model:
+        raise ValueError(f"outputs[{index}].model: expected a non-empty model id")
+    if output.backend not in BACKENDS:
+        raise ValueError(
+            f"outputs[{index}].backend: expected one of {', '.join(BACKENDS)}, got {output.backend!r}"
+        )
+    if not isinstance(output.params, dict):
+        raise ValueError(f"outputs[{index}].params: expected a JSON object")
+
+
+def create_comparison(
+    engine: Engine,
+    data_dir: Path,
+    prompt: str,
+    params: dict[str, Any],
+    rater: str,
+    blind: bool,
+    images: list[StoredImageInput],
+    outputs: list[OutputInput],
+) -> CreatedComparison:
+    """Store a comparison, its images and its queued outputs, all or nothing.
+
+    New image files are written to temp files first, the rows are committed, and only then are
+    the files renamed onto their hash names: a rejected request leaves no row and no file. (Only a
+    crash between commit and rename can leave a row whose file is missing; uploading that image
+    again writes it.)
+    """
+    check_text("prompt", prompt)
+    check_text("rater", rater)
+    if not isinstance(params, dict):
+        raise ValueError("params: expected a JSON object")
+    for index, image in enumerate(images):
+        check_image(index, image)
+    for index, output in enumerate(outputs):
+        check_output(index, output)
+    hashes = [hashlib.sha256(image.data).hexdigest() for image in images]
+    temps: dict[Path, Path] = {}
+    try:
+        for sha, image in zip(hashes, images, strict=True):
+            final = image_path(data_dir, sha, image.format)
+            if final not in temps and not final.exists():
+                temps[final] = write_temp(final, bytes(image.data))
+        created = _insert_comparison(engine, prompt, params, rater, blind, images, hashes, outputs)
+        publish(temps)
+    finally:
+        discard(temps)
+    return created
+
+
+def _insert_comparison(
+    engine: Engine,
+    prompt: str,
+    params: dict[str, Any],
+    rater: str,
+    blind: bool,
+    images: list[StoredImageInput],
+    hashes: list[str],
+    outputs: list[OutputInput],
+) -> CreatedComparison:
+    """The rows of `create_comparison`, in one transaction."""
+    with session(engine) as db:
+        comparison = Comparison(prompt=prompt, params=params, rater=rater, blind=bool(blind))
+        db.add(comparison)
+        db.flush()
+        for position, (sha, image) in enumerate(zip(hashes, images, strict=True)):
+            _ensure_image_row(db, sha, image)
+            db.add(
+                ComparisonImage(comparison_id=comparison.id, position=position, sha256=sha, name=image.name)
+            )
+        rows = [
+            Output(comparison_id=comparison.id, position=position, status="queued", **asdict(output))
+            for position, output in enumerate(outputs)
+        ]
+        db.add_all(rows)
+        db.flush()
+        return CreatedComparison(comparison.id, [row.id for row in rows], hashes)
+
+
+def _ensure_image_row(db: Session, sha: str, image: StoredImageInput) -> None:
+    """Insert the image's row unless it exists (a concurrent insert of the same hash is fine)."""
+    if db.get(Image, sha) is not None:
+        return
+    row = Image(
+        sha256=sha,
+        original_name=image.name,
+        size_bytes=len(image.data),
+        format=image.format.upper(),
+        width=image.width,
+        height=image.height,
+    )
+    try:
+        with db.begin_nested():
+            db.add(row)
+    except IntegrityError:
+        if db.get(Image, sha) is None:
+            raise
+
+
+def get_comparison(engine: Engine, comparison_id: int) -> dict[str, Any]:
+    """A comparison as a plain dict with its images, outputs and each output's ratings.
+
+    Raises LookupError when there is no such comparison.
+    """
+    with session(engine, read_only=True) as db:
+        comparison = db.get(Comparison, comparison_id)
+        if comparison is None:
+            raise LookupError(f"comparison {comparison_id} not found")
+        links = db.exec(
+            select(ComparisonImage, Image)
+            .join(Image, col(Image.sha256) == col(ComparisonImage.sha256))
+            .where(ComparisonImage.comparison_id == comparison_id)
+            .order_by(col(ComparisonImage.position))
+        ).all()
+        outputs = db.exec(
+            select(Output).where(Output.comparison_id == comparison_id).order_by(col(Output.position))
+        ).all()
+        ratings = _ratings_by_output(db, [output.id for output in outputs])
+    return {
+        **comparison.model_dump(),
+        "images": [_image_dict(link, image) for link, image in links],
+        "outputs": [
+            {**output.model_dump(), "ratings": [rating.model_dump() for rating in ratings.get(output.id, [])]}
+            for output in outputs
+        ],
+    }
+
+
+def _image_dict(link: ComparisonImage, image: Image) -> dict[str, Any]:
+    """One image of a comparison, with the name it was uploaded under there."""
+    return {
+        "position": link.position,
+        "sha256": image.sha256,
+        "name": link.name,
+        "format": image.format,
+        "width": image.width,
+        "height": image.height,
+        "size_bytes": image.size_bytes,
+    }
+
+
+def _ratings_by_output(db: Session, output_ids: list[int]) -> dict[int, list[Rating]]:
+    """The ratings of these outputs, oldest first, grouped by output id."""
+    grouped: dict[int, list[Rating]] = {}
+    if not output_ids:
+        return grouped
+    rows = db.exec(select(Rating).where(col(Rating.output_id).in_(output_ids)).order_by(col(Rating.id))).all()
+    for rating in rows:
+        grouped.setdefault(rating.output_id, []).append(rating)
+    return grouped
+
+
+def list_comparisons(engine: Engine, limit: int = 50, offset: int = 0) -> list[dict[str, Any]]:
+    """Comparisons newest first: id, time, prompt, rater, blind, image hashes, models, ratings summary.
+
+    Each entry's "outputs" lists, in model order, the model, status, rating count and mean score;
+    "ratings" sums them up for the whole comparison.
+    """
+    with session(engine, read_only=True) as db:
+        comparisons = db.exec(
+            select(Comparison)
+            .order_by(col(Comparison.created_at).desc(), col(Comparison.id).desc())
+            .limit(limit)
+            .offset(offset)
+        ).all()
+        ids = [comparison.id for comparison in comparisons]
+        if not ids:
+            return []
+        links = db.exec(
+            select(ComparisonImage)
+            .where(col(ComparisonImage.comparison_id).in_(ids))
+            .order_by(col(ComparisonImage.comparison_id), col(ComparisonImage.position))
+        ).all()
+        outputs = db.exec(
+            select(Output).where(col(Output.comparison_id).in_(ids)).order_by(col(Output.position))
+        ).all()
+        summaries = _rating_summaries(db, [output.id for output in outputs])
+    return [_summary(comparison, links, outputs, summaries) for comparison in comparisons]
+
+
+def count_comparisons(engine: Engine) -> int:
+    """How many comparisons are stored (for paging)."""
+    with session(engine, read_only=True) as db:
+        return db.exec(select(func.count()).select_from(Comparison)).one()
+
+
+def _rating_summaries(db: Session, output_ids: list[int]) -> dict[int, tuple[int, int]]:
+    """Per output id: (number of ratings, sum of scores)."""
+    if not output_ids:
+        return {}
+    rows = db.exec(
+        select(Rating.output_id, func.count(), func.sum(Rating.score))
+        .where(col(Rating.output_id).in_(output_ids))
+        .group_by(Rating.output_id)
+    ).all()
+    return {output_id: (count, int(total)) for output_id, count, total in rows}
+
+
+def _summary(
+    comparison: Comparison,
+    links: list[ComparisonImage],
+    outputs: list[Output],
+    summaries: dict[int, tuple[int, int]],
+) -> dict[str, Any]:
+    """One row of the history list."""
+    mine = [output for output in outputs if output.comparison_id == comparison.id]
+    entries = []
+    for output in mine:
+        count, total = summaries.get(output.id, (0, 0))
+        entries.append(
+            {
+                "id": output.id,
+                "model": output.model,
+                "status": output.status,
+                "ratings": count,
+                "mean_score": total / count if count else None,
+            }
+        )
+    count = sum(entry["ratings"] for entry in entries)
+    total = sum(summaries.get(output.id, (0, 0))[1] for output in mine)
+    return {
+        "id": comparison.id,
+        "created_at": comparison.created_at,
+        "prompt": comparison.prompt,
+        "rater": comparison.rater,
+        "blind": comparison.blind,
+        "images": [link.sha256 for link in links if link.comparison_id == comparison.id],
+        "models": [output.model for output in mine],
+        "outputs": entries,
+        "ratings": {"count": count, "mean_score": total / count if count else None},
+    }

@@ -1,0 +1,1 @@
+"""Tiny random-weight checkpoints of the real architectures, built offline."""

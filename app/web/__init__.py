@@ -1,0 +1,1 @@
+"""The web face: app factory, security, middleware, templating, routes."""

@@ -1,0 +1,104 @@
+"""`create_app(settings)`: the FastAPI application with its pool, database and pages."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from fastapi.staticfiles import StaticFiles
+
+from app.compare.runner import ComparisonRunner
+from app.core.catalog import load_catalog
+from app.core.settings import Settings
+from app.pool.launcher import ProcessLauncher
+from app.pool.pool import ModelPool, detect_budget_gb
+from app.pool.reachability import reachability
+from app.pool.runtimes import RuntimeManager
+from app.pool.sizes import SizeBook
+from app.storage import outputs
+from app.storage.db import init_db, make_engine
+from app.storage.sizes import load_measured_sizes, save_measured_size
+from app.web.middleware import BodyLimit
+from app.web.security import Security
+from app.web.templating import STATIC_DIR
+
+log = logging.getLogger("vlm_playground")
+
+
+def create_app(settings: Settings) -> FastAPI:
+    """The whole playground: JSON API, pages, the pool; workers start on first use."""
+    catalog = load_catalog(settings.models_path)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = make_engine(settings.database_url, settings.data_dir)
+        init_db(engine)
+        interrupted = outputs.mark_unfinished_interrupted(engine, _sweep_before(engine, settings))
+        if interrupted:
+            log.warning("%d answers were cut short by the last shutdown; marked interrupted", interrupted)
+        budget, why = (settings.budget_gb, "--budget-gb") if settings.budget_gb else detect_budget_gb(
+            settings.cpu_budget_gb)
+        runtimes = RuntimeManager(catalog.runtimes, settings.data_dir / "runtimes")
+        launcher = ProcessLauncher(settings.data_dir / "logs", python_for=runtimes.python_for,
+                                   load_timeout_s=settings.load_timeout_s)
+        sizes = SizeBook(load_measured_sizes(engine), settings.overhead_gb,
+                         persist=functools.partial(save_measured_size, engine))
+        pool = ModelPool(catalog, launcher, budget, sizes, wait_timeout_s=settings.wait_timeout_s,
+                         retry_after_s=settings.retry_after_s, idle_timeout_s=settings.idle_timeout_s)
+        runner = ComparisonRunner(engine, settings.data_dir, catalog, pool, settings.limits,
+                                  generation_timeout_s=settings.generation_timeout_s,
+                                  abandon_after_s=settings.abandon_after_s)
+        app.state.settings, app.state.catalog, app.state.engine = settings, catalog, engine
+        app.state.pool, app.state.runner, app.state.runtimes = pool, runner, runtimes
+        app.state.reachability = runner.unreachable = reachability(catalog)
+        app.state.budget_source = why
+        log.info("pool budget %.2f GB (%s)", budget, why)
+        await pool.start()
+        try:
+            yield
+        finally:
+            await runner.shutdown(2.0)  # uvicorn already waited the grace period for open requests
+            await pool.close()
+            engine.dispose()
+
+    app = FastAPI(title="VLM Playground", version="0.1.0", lifespan=lifespan,
+                  description="Compare vision-language models side by side.")
+    app.add_middleware(BodyLimit, max_bytes=settings.limits.max_request_bytes)
+    app.add_middleware(Security, auth_token=settings.auth_token)
+    _error_handlers(app)
+    from app.web.routes import api, gateway, pages
+
+    app.include_router(api.router)
+    app.include_router(gateway.router)
+    app.include_router(pages.router)
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    return app
+
+
+def _sweep_before(engine: object, settings: Settings) -> datetime | None:
+    """Which unfinished answers a start-up may call interrupted: all of them on this instance's own
+    SQLite file; on a shared server database only those older than any answer can take."""
+    if engine.url.get_backend_name() == "sqlite":  # type: ignore[attr-defined]
+        return None
+    longest = settings.wait_timeout_s + settings.load_timeout_s + settings.generation_timeout_s
+    return datetime.now(UTC) - timedelta(seconds=longest)
+
+
+def _error_handlers(app: FastAPI) -> None:
+    """Errors are JSON `{detail}` with the field named, never a traceback."""
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
+        field = ".".join(str(p) for p in first["loc"] if p not in ("body", "query", "path"))
+        return JSONResponse({"detail": f"{field}: {first['msg']}" if field else first["msg"]}, status_code=422)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)

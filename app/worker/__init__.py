@@ -1,0 +1,1 @@
+"""`python -m app.worker`: one process, one model, the OpenAI wire protocol."""

@@ -1,0 +1,322 @@
+"""`python -m app.worker`: one model, one process, served over the OpenAI chat-completions protocol.
+
+The worker binds its socket first, then loads the model in the background while `/health` says
+"loading". It reports to its parent on stdout, one JSON line per event:
+`{"event": "listening", "port": P}`, then `{"event": "ready", ...}` or `{"event": "failed", ...}`.
+It exits when its parent dies (stdin closes, or the kernel's parent-death signal).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import ctypes
+import hmac
+import json
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from fastapi.sse import EventSourceResponse
+from pydantic import ValidationError
+
+from app.adapters.base import ModelLoadError
+from app.core.budget import InputTooLarge
+from app.core.catalog import ModelSpec
+from app.core.generation import Call, Finish, Piece
+from app.core.protocol import (
+    EVENT_PREFIX,
+    TOKEN_ENV,
+    ChatRequest,
+    ChunkWriter,
+    ProtocolError,
+    chat_input,
+    error_body,
+    sse_answer,
+    whole_answer,
+)
+
+_DONE = object()
+
+
+def report(event: str, **fields: Any) -> None:
+    """Tell the parent something, as one line on stdout."""
+    sys.stdout.write(EVENT_PREFIX + json.dumps({"event": event, **fields}) + "\n")
+    sys.stdout.flush()
+
+
+class DeviceMemory:
+    """Bytes the model holds: the CUDA allocator's reservation, or resident-set growth on the CPU."""
+
+    def __init__(self, device: str) -> None:
+        self.device = device
+        self.baseline = 0 if device.startswith("cuda") else self._rss()
+        self.peak = 0
+
+    @staticmethod
+    def _rss() -> int:
+        import psutil
+
+        return psutil.Process().memory_info().rss
+
+    def now(self) -> int:
+        if self.device.startswith("cuda"):
+            import torch
+
+            used = int(torch.cuda.memory_reserved())
+        else:
+            used = max(0, self._rss() - self.baseline)
+        self.peak = max(self.peak, used)
+        return used
+
+    def snapshot(self) -> dict[str, Any]:
+        used = self.now()
+        return {"bytes": used, "peak_bytes": self.peak, "device": self.device,
+                "method": "torch.cuda.memory_reserved" if self.device.startswith("cuda") else "rss_growth"}
+
+
+class WorkerState:
+    """The one model this process hosts, and its status."""
+
+    def __init__(self, spec: ModelSpec, device: str) -> None:
+        self.spec = spec
+        self.device = device
+        self.status = "loading"
+        self.error: str | None = None
+        self.adapter: Any = None
+        self.memory: DeviceMemory | None = None
+        self.load_s: float | None = None
+        self.gate = asyncio.Semaphore(1)  # one generation at a time; others queue here
+        self.active = 0
+
+    def load(self) -> None:
+        """Load the model (in a background thread) and report the outcome to the parent."""
+        started = time.perf_counter()
+        try:
+            from app.adapters import adapter_for
+
+            quiet_transformers()
+            self.memory = DeviceMemory(self.device)
+            self.adapter = adapter_for(self.spec.family or "").load(self.spec, self.device, None)
+            self.load_s = time.perf_counter() - started
+            self.status = "ready"
+            report("ready", load_s=round(self.load_s, 3), memory=self.memory.snapshot(),
+                   runtime=runtime_info())
+        except ModelLoadError as exc:
+            self._fail(str(exc))
+        except Exception as exc:  # any other failure is still the model's, not the server's
+            self._fail(f"{type(exc).__name__}: {exc}")
+
+    def _fail(self, message: str) -> None:
+        self.status = "failed"
+        self.error = message
+        report("failed", error=message)
+
+
+def quiet_transformers() -> None:
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+    try:
+        from transformers.utils import logging
+
+        logging.set_verbosity_error()
+        logging.disable_progress_bar()
+    except ImportError:
+        pass
+
+
+def runtime_info() -> dict[str, str]:
+    """Library versions this worker runs with, recorded with every answer."""
+    info = {"python": sys.version.split()[0]}
+    for name in ("torch", "transformers"):
+        with contextlib.suppress(Exception):
+            info[name] = __import__(name).__version__
+    return info
+
+
+async def generate_async(state: WorkerState, call: Call, cancel: threading.Event) -> AsyncIterator[Piece]:
+    """Run the adapter's blocking generator in a thread and yield its pieces on the event loop."""
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue[Any] = asyncio.Queue()
+
+    def produce() -> None:
+        try:
+            for piece in state.adapter.run(call, cancel):
+                loop.call_soon_threadsafe(queue.put_nowait, piece)
+        except BaseException as exc:
+            loop.call_soon_threadsafe(queue.put_nowait, exc)
+        finally:
+            loop.call_soon_threadsafe(queue.put_nowait, _DONE)
+
+    thread = threading.Thread(target=produce, name="generation", daemon=True)
+    thread.start()
+    try:
+        while (item := await queue.get()) is not _DONE:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        cancel.set()  # a no-op once generation ended; stops it when the client went away
+        await asyncio.to_thread(thread.join)
+        if state.memory:
+            state.memory.now()
+
+
+def create_worker_app(state: WorkerState, token: str | None = None) -> FastAPI:
+    """The worker's HTTP API. With `token` (the pool sets one), every route but /health needs it as a
+    bearer token, so other users of a shared host cannot reach the model past the server's checks."""
+    app = FastAPI(title=f"vlm-playground worker: {state.spec.id}", docs_url=None, redoc_url=None)
+
+    if token:
+        expected = f"Bearer {token}".encode()
+
+        @app.middleware("http")
+        async def require_token(request: Request, call_next: Any) -> Any:
+            offered = request.headers.get("authorization", "").encode()
+            if request.url.path != "/health" and not hmac.compare_digest(offered, expected):
+                return JSONResponse(error_body("this worker answers only its playground", "unauthorized"),
+                                    status_code=401)
+            return await call_next(request)
+
+    @app.get("/health")
+    async def health() -> JSONResponse:
+        body = {"status": state.status, "model": state.spec.id, "error": state.error, "active": state.active}
+        return JSONResponse(body, status_code=200 if state.status != "failed" else 503)
+
+    @app.get("/memory")
+    async def memory() -> dict[str, Any]:
+        return state.memory.snapshot() if state.memory else {"bytes": 0, "peak_bytes": 0, "device": state.device}
+
+    @app.get("/v1/models")
+    async def models() -> dict[str, Any]:
+        return {"object": "list", "data": [{"id": state.spec.id, "object": "model", "owned_by": "vlm-playground"}]}
+
+    @app.post("/v1/chat/completions", response_model=None)
+    async def chat_completions(request: Request) -> JSONResponse | EventSourceResponse:
+        if state.status != "ready":
+            return JSONResponse(error_body(f"model {state.spec.id} is {state.status}", "unavailable", "busy"),
+                                status_code=503)
+        try:
+            chat = ChatRequest.model_validate(await request.json())
+            wanted = chat_input(chat)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            field = ".".join(str(p) for p in first["loc"])
+            return JSONResponse(error_body(f"{field}: {first['msg']}"), status_code=400)
+        except (ProtocolError, ValueError) as exc:
+            return JSONResponse(error_body(str(exc)), status_code=400)
+        if not wanted.images:
+            return JSONResponse(error_body("messages: at least one image_url part is required"), status_code=400)
+        from app.core.images import ImageError, decode_image
+
+        try:  # decode and fit before streaming starts, so a bad or oversized input gets a 400, not a broken stream
+            images = [decode_image(part.data, f"image {i + 1}") for i, part in enumerate(wanted.images)]
+            call = await asyncio.to_thread(state.adapter.prepare, images, wanted.prompt, wanted.params)
+        except ImageError as exc:
+            return JSONResponse(error_body(str(exc)), status_code=400)
+        except InputTooLarge as exc:
+            return JSONResponse(error_body(str(exc), code="context_length_exceeded"), status_code=400)
+        writer = ChunkWriter(chat.model or state.spec.id)
+        answer = timed(state, call)
+        if chat.stream:
+            return EventSourceResponse(sse_answer(answer, writer))
+        return await whole_answer(answer, writer, failure_status=500)
+
+    return app
+
+
+async def timed(state: WorkerState, call: Call) -> AsyncIterator[tuple[Piece, float | None, float]]:
+    """One generation at a time: each piece with the time to first token and the time so far."""
+    async with state.gate:
+        state.active += 1
+        try:
+            started = time.perf_counter()
+            first: float | None = None
+            async for piece in generate_async(state, call, threading.Event()):
+                now = time.perf_counter() - started
+                if first is None and not isinstance(piece, Finish):
+                    first = now
+                yield piece, first, now
+        finally:
+            state.active -= 1
+
+
+def die_with_parent() -> None:
+    """Exit when the parent goes: the kernel's parent-death signal, and stdin reaching EOF."""
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(Exception):
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+    def watch_stdin() -> None:
+        with contextlib.suppress(Exception):
+            while sys.stdin.buffer.read(1024):
+                pass
+        os._exit(0)
+
+    if not sys.stdin.isatty():
+        threading.Thread(target=watch_stdin, name="parent-watch", daemon=True).start()
+
+
+def limit_cpu_threads() -> None:
+    """Several CPU workers share the cores: without a limit each would start a thread per core."""
+    import torch
+
+    threads = int(os.environ.get("VLM_WORKER_THREADS") or max(1, (os.cpu_count() or 2) // 2))
+    torch.set_num_threads(threads)
+
+
+def pick_device(requested: str) -> str:
+    if requested != "auto":
+        return requested
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m app.worker", description="Serve one model.")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--spec-json", help="the catalogue entry as JSON")
+    source.add_argument("--model", help="catalogue id (with --models)")
+    parser.add_argument("--models", default="models.yaml")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--no-parent-watch", action="store_true", help="keep running without a parent")
+    args = parser.parse_args(argv)
+    if args.spec_json:
+        spec = ModelSpec.model_validate_json(args.spec_json)
+    else:
+        from app.core.catalog import load_catalog
+
+        spec = load_catalog(args.models).get(args.model)
+    if not args.no_parent_watch:
+        die_with_parent()
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((args.host, args.port))
+    sock.listen(128)
+    port = sock.getsockname()[1]
+    report("listening", port=port, pid=os.getpid())
+    state = WorkerState(spec, pick_device(args.device))
+    if state.device == "cpu":
+        limit_cpu_threads()
+    import uvicorn
+
+    app = create_worker_app(state, os.environ.pop(TOKEN_ENV, None) or None)
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False,
+                                           timeout_graceful_shutdown=5))
+    threading.Thread(target=state.load, name="load", daemon=True).start()
+    server.run(sockets=[sock])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
