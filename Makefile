@@ -21,12 +21,14 @@ $(VENV)/.installed: pyproject.toml
 demo: $(VENV)/.installed
 	$(VENV)/bin/vlm-playground demo
 
-test: $(VENV)/.installed
-	$(VENV)/bin/ruff check app tests bench
+test: lint
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+# ruff, the layering contracts of ../shared/DESIGN.md (import-linter), and the types (mypy)
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check app tests bench
+	$(VENV)/bin/lint-imports
+	$(VENV)/bin/mypy
 
 clean:
 	rm -rf $(VENV) data .pytest_cache test-artifacts

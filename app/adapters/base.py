@@ -161,8 +161,8 @@ def token_streamer(tokenizer: Any, timeout_s: float | None = None) -> Any:
 
         def _emit(self, final: bool) -> None:
             tokens = self.token_cache
-            before = self.tokenizer.decode(tokens[self.prefix_offset:self.read_offset], **self.decode_kwargs)
-            text = self.tokenizer.decode(tokens[self.prefix_offset:], **self.decode_kwargs)
+            before = str(self.tokenizer.decode(tokens[self.prefix_offset:self.read_offset], **self.decode_kwargs))
+            text = str(self.tokenizer.decode(tokens[self.prefix_offset:], **self.decode_kwargs))
             if text.endswith("\ufffd") and not final:
                 return  # an incomplete character: wait for the next token
             fresh = text[len(before):]

@@ -83,7 +83,7 @@ def _llm_extras(model: Any, failure: _Failure | None = None, **extra: Any) -> It
     A `generate` that raises ends its streamer (the remote stream thread never would) and leaves the
     error in `failure`. Yields False (and changes nothing) when the model has no `llm.generate`.
     """
-    llm = getattr(model, "llm", None)
+    llm: Any = getattr(model, "llm", None)
     original = getattr(llm, "generate", None)
     if original is None:
         yield False

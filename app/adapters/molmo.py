@@ -99,8 +99,8 @@ class MolmoAdapter(Adapter):
                     stopping_criteria=cancel_criteria(cancel),
                 )
 
-        call = StreamedCall(run, tokenizer, cancel)
-        yield from call
-        completion = int(call.result.shape[1]) - prompt_tokens
+        streamed = StreamedCall(run, tokenizer, cancel)
+        yield from streamed
+        completion = int(streamed.result.shape[1]) - prompt_tokens
         reason = "length" if completion >= params.max_new_tokens else "stop"
         yield Finish(prompt_tokens=prompt_tokens, completion_tokens=completion, finish_reason=reason)

@@ -145,7 +145,7 @@ class MoondreamAdapter(Adapter):
         kwargs = from_pretrained_kwargs(spec, torch_dtype(dtype or spec.dtype, device))
         tokenizer_kwargs = loader_kwargs(kwargs)
         with explained_load_errors(spec):
-            model = AutoModelForCausalLM.from_pretrained(spec.repo, **kwargs)
+            model: Any = AutoModelForCausalLM.from_pretrained(spec.repo or spec.id, **kwargs)
             model = model.to(device).eval()
             if cls.has_query_api(model):
                 tokenizer = cls._own_tokenizer(model)
@@ -206,6 +206,7 @@ class MoondreamAdapter(Adapter):
             "temperature": 0.0 if params.greedy else params.temperature,
             "top_p": params.top_p,
         }
+        args: tuple[Any, ...]
         if prompt.strip():
             method, key, args = self.model.query, "answer", (image, prompt)
         else:
@@ -213,7 +214,7 @@ class MoondreamAdapter(Adapter):
         kwargs: dict[str, Any] = {"settings": settings} if _accepts(method, "settings") else {}
         if _accepts(method, "stream"):
             kwargs["stream"] = True
-        owner = getattr(self.model, "model", None)
+        owner: Any = getattr(self.model, "model", None)
         tokenizer = getattr(owner, "tokenizer", None)
         decoder = ByteSafeDecoder(tokenizer) if tokenizer is not None and hasattr(tokenizer, "decode") else None
         if decoder is not None:

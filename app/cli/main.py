@@ -9,6 +9,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from app.cli import runtimes
 from app.cli.errors import CommandError
@@ -47,11 +48,11 @@ def _model_rows(catalog: Catalog, data_dir: Path) -> list[dict]:
     sizes = SizeBook(measured)
     rows = []
     for spec in catalog.models:
-        measured = sizes.get(spec.id)
+        measured_gb = sizes.get(spec.id)
         rows.append({
             "id": spec.id, "name": spec.name, "repo": spec.repo, "original_repo": spec.original_repo,
             "revision": spec.revision, "family": spec.family, "min_gpu_gb": spec.min_gpu_gb,
-            "min_gpu_gb_source": spec.min_gpu_gb_source, "measured_gb": measured,
+            "min_gpu_gb_source": spec.min_gpu_gb_source, "measured_gb": measured_gb,
             "planned_gb": sizes.planned_gb(spec), "languages": spec.languages,
             "languages_note": spec.languages_note, "multi_image": spec.multi_image,
             "trust_remote_code": spec.trust_remote_code, "runtime": spec.runtime, "endpoint": spec.endpoint,
@@ -69,7 +70,7 @@ def cmd_models(args: argparse.Namespace) -> int:
         return 0
     header = ("id", "family", "min GB", "source", "measured", "planned", "runtime", "images", "context",
               "decoding", "languages", "status")
-    table = [header]
+    table: list[tuple[Any, ...]] = [header]
     for row in rows:
         status = "ok" if row["available"] else "unavailable"
         if row["endpoint"]:
@@ -81,8 +82,8 @@ def cmd_models(args: argparse.Namespace) -> int:
             _decoding(row["capabilities"]), ",".join(row["languages"]) or "-", status,
         ))
     widths = [max(len(str(r[i])) for r in table) for i in range(len(header))]
-    for row in table:
-        print("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+    for line in table:
+        print("  ".join(str(cell).ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip())
     return 0
 
 
@@ -144,7 +145,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     device = _device()
     _quiet_transformers()
     try:
-        adapter = adapter_for(spec.family).load(spec, device, None)
+        adapter = adapter_for(spec.family or "").load(spec, device, None)
     except ModelLoadError as exc:
         raise CommandError(f"cannot load {spec.id}: {exc}") from None
     started = time.perf_counter()

@@ -9,14 +9,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from app.cli.errors import CommandError
 from app.core.catalog import CatalogError, load_catalog
 from app.pool.runtimes import RuntimeManager, RuntimePrepareError
 
 
 def cmd_runtimes(args: argparse.Namespace) -> int:
     """`vlm-playground runtimes [prepare NAME]`."""
-    from app.cli.main import CommandError
-
     try:
         catalog = load_catalog(args.models)
     except CatalogError as exc:

@@ -19,7 +19,15 @@ from typing import Any
 
 from sqlalchemy import Engine
 
-from app.compare.validation import CheckedImage, Upload, check_images, check_models, check_params, check_prompt
+from app.compare.validation import (
+    CheckedImage,
+    InputError,
+    Upload,
+    check_images,
+    check_models,
+    check_params,
+    check_prompt,
+)
 from app.core.catalog import Catalog, ModelSpec
 from app.core.generation import Finish, GenerationParams
 from app.core.protocol import ImagePart
@@ -111,16 +119,14 @@ class ComparisonRunner:
         `stop_when_abandoned`: a page's comparison stops once every page following it is gone.
         """
         if not self.accepting:
-            from app.compare.validation import InputError
-
             raise InputError("server", "the server is shutting down; try again in a moment", 503)
-        prompt, images, models, params = await asyncio.to_thread(self.check, prompt, uploads, models, params)
+        checked_prompt, images, models, params = await asyncio.to_thread(self.check, prompt, uploads, models, params)
         specs = [self.catalog.get(model) for model in models]
         if blind:  # panel order (and output ids) must not give away which model is which
             random.shuffle(specs)
         note = "; ".join(image.note for image in images if image.note) or None
         created = await asyncio.to_thread(
-            comparisons.create_comparison, self.engine, self.data_dir, prompt, params, rater, blind,
+            comparisons.create_comparison, self.engine, self.data_dir, checked_prompt, params, rater, blind,
             [comparisons.StoredImageInput(i.name, i.data, i.format, i.width, i.height) for i in images],
             [self._output_input(spec, params, note) for spec in specs])
         run = ComparisonRun(created.id, [OutputRun(oid, spec) for oid, spec in zip(created.output_ids, specs,
@@ -130,7 +136,7 @@ class ComparisonRunner:
         parts = [ImagePart(image.data, image.mime) for image in images]
         generation = GenerationParams(max_new_tokens=params["max_new_tokens"], temperature=params["temperature"],
                                       top_p=params["top_p"], seed=params["seed"])
-        run.tasks = [asyncio.create_task(self._answer(run, output, prompt, parts, generation))
+        run.tasks = [asyncio.create_task(self._answer(run, output, checked_prompt, parts, generation))
                      for output in run.outputs.values()]
         asyncio.create_task(self._close_when_done(run))
         return created.id

@@ -34,7 +34,9 @@ class WorkerHandle(Protocol):
     backend: Any
     measured_gb: float | None
     runtime: dict[str, str]
-    pid: int | None
+
+    @property
+    def pid(self) -> int | None: ...
 
     async def terminate(self) -> int: ...
 
@@ -44,6 +46,8 @@ class WorkerHandle(Protocol):
 
 
 class Launcher(Protocol):
+    """Starts a model's worker; the pool needs nothing else of it."""
+
     async def start(self, spec: ModelSpec) -> WorkerHandle: ...
 
 
@@ -123,14 +127,19 @@ def describe_exit(code: int) -> str:
     return f"exit code {code}"
 
 
+def _this_python(runtime: str, progress: Callable[[str], None]) -> str:
+    """Without runtimes, every worker runs with the server's own interpreter."""
+    return sys.executable
+
+
 class ProcessLauncher:
     """Spawns workers with the Python of the model's runtime and waits for their ready report."""
 
-    def __init__(self, log_dir: Path, python_for: Callable[[str], str] | None = None,
+    def __init__(self, log_dir: Path, python_for: Callable[[str, Callable[[str], None]], str] | None = None,
                  load_timeout_s: float = 900.0, device: str = "auto",
                  env: dict[str, str] | None = None) -> None:
         self.log_dir = log_dir
-        self.python_for = python_for or (lambda runtime, progress=None: sys.executable)
+        self.python_for = python_for or _this_python
         self.progress: dict[str, str] = {}  # model id → what its start is doing now, for the page
         self.load_timeout_s = load_timeout_s
         self.device = device

@@ -314,7 +314,7 @@ class RuntimeManager:
 
     def status(self) -> list[dict[str, Any]]:
         """One row per runtime, `default` first."""
-        rows = [{"name": DEFAULT, "requirements": [], "description": "the app's own environment",
+        rows: list[dict[str, Any]] = [{"name": DEFAULT, "requirements": [], "description": "the app's own environment",
                  "state": "ready", "path": sys.prefix, "transformers": _installed("transformers"),
                  "size_mb": None}]
         for name, spec in self.runtimes.items():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from app.storage.tables import (
     Image,
     Output,
     Rating,
+    saved_id,
 )
 
 
@@ -141,15 +143,15 @@ def _insert_comparison(
         for position, (sha, image) in enumerate(zip(hashes, images, strict=True)):
             _ensure_image_row(db, sha, image)
             db.add(
-                ComparisonImage(comparison_id=comparison.id, position=position, sha256=sha, name=image.name)
+                ComparisonImage(comparison_id=saved_id(comparison), position=position, sha256=sha, name=image.name)
             )
         rows = [
-            Output(comparison_id=comparison.id, position=position, status="queued", **asdict(output))
+            Output(comparison_id=saved_id(comparison), position=position, status="queued", **asdict(output))
             for position, output in enumerate(outputs)
         ]
         db.add_all(rows)
         db.flush()
-        return CreatedComparison(comparison.id, [row.id for row in rows], hashes)
+        return CreatedComparison(saved_id(comparison), [saved_id(row) for row in rows], hashes)
 
 
 def _ensure_image_row(db: Session, sha: str, image: StoredImageInput) -> None:
@@ -190,12 +192,12 @@ def get_comparison(engine: Engine, comparison_id: int) -> dict[str, Any]:
         outputs = db.exec(
             select(Output).where(Output.comparison_id == comparison_id).order_by(col(Output.position))
         ).all()
-        ratings = _ratings_by_output(db, [output.id for output in outputs])
+        ratings = _ratings_by_output(db, [saved_id(output) for output in outputs])
     return {
         **comparison.model_dump(),
         "images": [_image_dict(link, image) for link, image in links],
         "outputs": [
-            {**output.model_dump(), "ratings": [rating.model_dump() for rating in ratings.get(output.id, [])]}
+            {**output.model_dump(), "ratings": [rating.model_dump() for rating in ratings.get(saved_id(output), [])]}
             for output in outputs
         ],
     }
@@ -249,7 +251,7 @@ def list_comparisons(engine: Engine, limit: int = 50, offset: int = 0) -> list[d
         outputs = db.exec(
             select(Output).where(col(Output.comparison_id).in_(ids)).order_by(col(Output.position))
         ).all()
-        summaries = _rating_summaries(db, [output.id for output in outputs])
+        summaries = _rating_summaries(db, [saved_id(output) for output in outputs])
     return [_summary(comparison, links, outputs, summaries) for comparison in comparisons]
 
 
@@ -266,22 +268,22 @@ def _rating_summaries(db: Session, output_ids: list[int]) -> dict[int, tuple[int
     rows = db.exec(
         select(Rating.output_id, func.count(), func.sum(Rating.score))
         .where(col(Rating.output_id).in_(output_ids))
-        .group_by(Rating.output_id)
+        .group_by(col(Rating.output_id))
     ).all()
     return {output_id: (count, int(total)) for output_id, count, total in rows}
 
 
 def _summary(
     comparison: Comparison,
-    links: list[ComparisonImage],
-    outputs: list[Output],
+    links: Sequence[ComparisonImage],
+    outputs: Sequence[Output],
     summaries: dict[int, tuple[int, int]],
 ) -> dict[str, Any]:
     """One row of the history list."""
     mine = [output for output in outputs if output.comparison_id == comparison.id]
-    entries = []
+    entries: list[dict[str, Any]] = []
     for output in mine:
-        count, total = summaries.get(output.id, (0, 0))
+        count, total = summaries.get(saved_id(output), (0, 0))
         entries.append(
             {
                 "id": output.id,
@@ -292,7 +294,7 @@ def _summary(
             }
         )
     count = sum(entry["ratings"] for entry in entries)
-    total = sum(summaries.get(output.id, (0, 0))[1] for output in mine)
+    total = sum(summaries.get(saved_id(output), (0, 0))[1] for output in mine)
     return {
         "id": comparison.id,
         "created_at": comparison.created_at,

@@ -12,7 +12,7 @@ from sqlalchemy import Engine
 from sqlmodel import col, select
 
 from app.storage.db import session
-from app.storage.tables import Comparison, ComparisonImage, Output, Rating, as_utc
+from app.storage.tables import Comparison, ComparisonImage, Output, Rating, as_utc, saved_id
 
 COLUMNS = (
     "rating_id", "rated_at", "rater", "comparison_id", "prompt", "images", "model", "repo",
@@ -111,9 +111,9 @@ def _read_batch(
         query = query.where(col(Rating.updated_at) < as_utc(until))
     with session(engine, read_only=True) as db:
         rows = db.exec(query).all()
-        images = _images_cells(db, {comparison.id for _, _, comparison in rows})
+        images = _images_cells(db, {saved_id(comparison) for _, _, comparison in rows})
     return [
-        _record(rating, output, comparison, images.get(comparison.id, ""))
+        _record(rating, output, comparison, images.get(saved_id(comparison), ""))
         for rating, output, comparison in rows
     ]
 

@@ -85,7 +85,7 @@ def mark_unfinished_interrupted(engine: Engine, created_before: datetime | None 
     With `created_before`, only older outputs: on a database several replicas share, younger ones
     may belong to a replica that is still answering them.
     """
-    unfinished = col(Output.status).in_(UNFINISHED_STATUSES)
+    unfinished: Any = col(Output.status).in_(UNFINISHED_STATUSES)
     if created_before is not None:
         unfinished = unfinished & (col(Output.created_at) < created_before)
     with session(engine) as db:

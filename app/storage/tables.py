@@ -38,6 +38,13 @@ class UTCDateTime(TypeDecorator):
         return None if value is None else value.replace(tzinfo=UTC)
 
 
+def saved_id(row: Any) -> int:
+    """The primary key of a row that has been flushed (SQLModel types it `int | None` until then)."""
+    if row.id is None:
+        raise RuntimeError(f"{type(row).__name__} has no id yet: flush the session first")
+    return int(row.id)
+
+
 def _in(column: str, values: tuple[str, ...]) -> str:
     """A portable `column IN (...)` check expression."""
     return f"{column} IN ({', '.join(repr(value) for value in values)})"

@@ -120,7 +120,7 @@ def _build_paligemma() -> tuple[Any, Any]:
     tok = _tokenizer(["<pad>", "<eos>", "<bos>", "<unk>"], {"image_token": "<image>"},
                      bos_token="<bos>", eos_token="<eos>", unk_token="<unk>", pad_token="<pad>")
     images = SiglipImageProcessorPil(size={"height": 32, "width": 32})
-    images.image_seq_length = 16
+    images.image_seq_length = 16  # type: ignore[attr-defined]  # PaliGemmaProcessor reads this attribute
     # Like the real pt checkpoints, no chat template: the adapter builds the "<image>…<bos>prefix\n" prompt.
     processor = PaliGemmaProcessor(image_processor=images, tokenizer=tok)
     vocab = _vocab(tok)  # after the processor added its <loc>/<seg> tokens
@@ -205,7 +205,7 @@ def _build_gemma3() -> tuple[Any, Any]:
     return Gemma3ForConditionalGeneration(config), processor
 
 
-def _qwen_parts() -> tuple[Any, str, dict[str, Any], dict[str, int]]:
+def _qwen_parts() -> tuple[Any, str, dict[str, Any], dict[str, Any]]:
     """Tokenizer, template, text config and vision token ids shared by Qwen2-VL and Qwen2.5-VL."""
     tok = _tokenizer(["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
                       "<|image_pad|>", "<|video_pad|>"], eos_token="<|im_end|>", pad_token="<|endoftext|>")
@@ -233,7 +233,7 @@ def _build_qwen2_vl() -> tuple[Any, Any]:
     from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
     tok, template, text, vision_ids = _qwen_parts()
-    pixels = dict(min_pixels=28 * 28, max_pixels=56 * 56)  # multiples of 28 → at most 4 tokens an image
+    pixels: dict[str, Any] = dict(min_pixels=28 * 28, max_pixels=56 * 56)  # multiples of 28: ≤ 4 tokens an image
     processor = Qwen2VLProcessor(image_processor=Qwen2VLImageProcessorPil(**pixels), tokenizer=tok,
                                  video_processor=Qwen2VLVideoProcessor(**pixels), chat_template=template)
     config = Qwen2VLConfig(text_config=text, **vision_ids,
@@ -252,7 +252,7 @@ def _build_qwen2_5_vl() -> tuple[Any, Any]:
     from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
     tok, template, text, vision_ids = _qwen_parts()
-    pixels = dict(min_pixels=28 * 28, max_pixels=56 * 56)
+    pixels: dict[str, Any] = dict(min_pixels=28 * 28, max_pixels=56 * 56)
     processor = Qwen2_5_VLProcessor(image_processor=Qwen2VLImageProcessorPil(**pixels), tokenizer=tok,
                                     video_processor=Qwen2VLVideoProcessor(**pixels), chat_template=template)
     config = Qwen2_5_VLConfig(text_config=text, **vision_ids,

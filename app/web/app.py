@@ -25,6 +25,7 @@ from app.storage import outputs
 from app.storage.db import init_db, make_engine
 from app.storage.sizes import load_measured_sizes, save_measured_size
 from app.web.middleware import BodyLimit
+from app.web.routes import api, gateway, pages
 from app.web.security import Security
 from app.web.templating import STATIC_DIR
 
@@ -72,8 +73,6 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_middleware(BodyLimit, max_bytes=settings.limits.max_request_bytes)
     app.add_middleware(Security, auth_token=settings.auth_token)
     _error_handlers(app)
-    from app.web.routes import api, gateway, pages
-
     app.include_router(api.router)
     app.include_router(gateway.router)
     app.include_router(pages.router)

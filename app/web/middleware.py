@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from app.core.settings import megabytes
+
 MB = 1024 * 1024
 
 
@@ -52,8 +54,6 @@ class BodyLimit:
                 await self._refuse(send)
 
     async def _refuse(self, send: Any) -> None:
-        from app.core.settings import megabytes
-
         body = json.dumps({"detail": f"request body: larger than the limit of {megabytes(self.max_bytes)}"}).encode()
         await send({"type": "http.response.start", "status": 413,
                     "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),

@@ -46,7 +46,7 @@ class Security:
                                    [(b"www-authenticate", b"Bearer")])
                 return
 
-        remember = bool(token_from_query) and self._matches(token_from_query)
+        remember = token_from_query is not None and self._matches(token_from_query)
 
         async def with_headers(message: dict) -> None:
             if message["type"] == "http.response.start":

@@ -30,8 +30,9 @@ from pydantic import ValidationError
 
 from app.adapters.base import ModelLoadError
 from app.core.budget import InputTooLarge
-from app.core.catalog import ModelSpec
+from app.core.catalog import ModelSpec, load_catalog
 from app.core.generation import Call, Finish, Piece
+from app.core.images import ImageError, decode_image
 from app.core.protocol import (
     EVENT_PREFIX,
     TOKEN_ENV,
@@ -214,8 +215,6 @@ def create_worker_app(state: WorkerState, token: str | None = None) -> FastAPI:
             return JSONResponse(error_body(str(exc)), status_code=400)
         if not wanted.images:
             return JSONResponse(error_body("messages: at least one image_url part is required"), status_code=400)
-        from app.core.images import ImageError, decode_image
-
         try:  # decode and fit before streaming starts, so a bad or oversized input gets a 400, not a broken stream
             images = [decode_image(part.data, f"image {i + 1}") for i, part in enumerate(wanted.images)]
             call = await asyncio.to_thread(state.adapter.prepare, images, wanted.prompt, wanted.params)
@@ -294,8 +293,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.spec_json:
         spec = ModelSpec.model_validate_json(args.spec_json)
     else:
-        from app.core.catalog import load_catalog
-
         spec = load_catalog(args.models).get(args.model)
     if not args.no_parent_watch:
         die_with_parent()

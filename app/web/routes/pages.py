@@ -22,7 +22,7 @@ from fastapi.templating import Jinja2Templates
 from markupsafe import escape
 from PIL import Image as PILImage
 
-from app.compare.validation import MAX_ID, InputError, RowId
+from app.compare.validation import MAX_ID, InputError, RowId, Upload
 from app.core.catalog import ModelSpec
 from app.pool.pool import PoolError
 from app.storage import comparisons, files, ratings
@@ -234,7 +234,11 @@ async def playground(request: Request) -> HTMLResponse:
 async def compare(request: Request) -> Response:
     """Start a comparison from the page's form: its panels (htmx) or a redirect to its page."""
     runner = request.app.state.runner
-    prompt, uploads, models, params, blind = None, [], [], {}, False
+    prompt: str | None = None
+    uploads: list[Upload] = []
+    models: list[str] = []
+    params: dict[str, Any] = {}
+    blind = False
     try:
         prompt, uploads, models, params, blind = await read_comparison_form(request)
         form = await request.form()
@@ -380,7 +384,7 @@ async def rate_output(request: Request, output_id: RowId) -> Response:
             error = f"score: must be a whole number from 1 to 5 (got {str(raw_score)[:20]!r})"
     if not isinstance(note, str):
         error = "note: must be text"
-    if error is None:
+    if error is None and score is not None and isinstance(note, str):
         try:
             await asyncio.to_thread(ratings.rate, engine, output_id, score, note, rater)
         except LookupError:
