@@ -94,7 +94,7 @@ def test_runtime_has_the_pin_over_the_shared_torch(prepared: dict, tmp_path: Pat
     assert seen["tf"] == PIN_VERSION
     assert seen["tf_file"].startswith(runtime_dir)
     assert seen["torch_file"].startswith(APP_SITE)  # shared, not reinstalled
-    assert Path(seen["app"]).resolve() == (Path(__file__).parent.parent / "app" / "worker.py").resolve()
+    assert Path(seen["app"]).resolve() == (Path(__file__).parent.parent / "app" / "worker" / "__init__.py").resolve()
     assert not list((Path(runtime_dir) / "lib").glob("python*/site-packages/torch"))
 
 

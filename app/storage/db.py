@@ -8,14 +8,20 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, make_url
-from sqlmodel import Session, SQLModel
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import Engine, create_engine, event, inspect, make_url, text
+from sqlmodel import Session
 
 from app.storage import tables  # noqa: F401  (registers the tables on SQLModel.metadata)
 
 BUSY_TIMEOUT_MS = 30_000
 BUSY_TIMEOUT_S = BUSY_TIMEOUT_MS / 1000
 READ_ONLY_OPTION = "playground_read_only"
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+BASELINE_REVISION = "0001_baseline"  # the schema release 0.1.0 created with `create_all`
+MIGRATION_LOCK_KEY = 7_421_905  # pg_advisory_xact_lock key held while migrating
 
 
 def database_url(url: str | None, data_dir: Path) -> str:
@@ -59,8 +65,28 @@ def _sqlite_on_begin(connection: Any) -> None:
 
 
 def init_db(engine: Engine) -> None:
-    """Create the tables that do not exist yet."""
-    SQLModel.metadata.create_all(engine)
+    """Bring the schema to the newest migration (see `app/storage/migrations/versions`).
+
+    A database the 0.1.0 release made (its tables, no `alembic_version`) is first stamped at the
+    baseline, which is that schema. On PostgreSQL an advisory lock keeps replicas that start at the
+    same moment from migrating twice.
+    """
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    with engine.begin() as connection:
+        if connection.dialect.name == "postgresql":
+            connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
+        config.attributes["connection"] = connection
+        existing = set(inspect(connection).get_table_names())
+        if "alembic_version" not in existing and "comparisons" in existing:
+            command.stamp(config, BASELINE_REVISION)
+        command.upgrade(config, "head")
+
+
+def schema_revision(engine: Engine) -> str | None:
+    """The migration the database is at (None before any)."""
+    with engine.connect() as connection:
+        return MigrationContext.configure(connection).get_current_revision()
 
 
 @contextmanager
