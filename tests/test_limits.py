@@ -27,8 +27,8 @@ from app.core.catalog import Catalog, parse_catalog
 from app.core.images import decode_image
 from app.core.settings import MB, Limits
 
-SMALL = Limits(max_images=3, max_image_bytes=1 * MB, max_request_bytes=2 * MB, max_pixels=1_000_000,
-               max_prompt_chars=4000, max_models=8, max_new_tokens=512)
+SMALL = Limits(max_images=3, max_image_mb=1, max_request_mb=2, max_megapixels=1, max_prompt_chars=4000,
+               max_models=8, max_new_tokens=512)
 
 
 # ---------------------------------------------------------------- building test files

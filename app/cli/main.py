@@ -14,6 +14,7 @@ from typing import Any
 from app.cli import runtimes
 from app.cli.errors import CommandError
 from app.core.catalog import Catalog, CatalogError, ModelSpec, load_catalog
+from app.core.settings import Settings
 
 DEFAULT_CATALOG = "models.yaml"
 
@@ -34,15 +35,15 @@ def _spec(catalog: Catalog, model_id: str) -> ModelSpec:
 
 # --- models -------------------------------------------------------------------------------------
 
-def _model_rows(catalog: Catalog, data_dir: Path) -> list[dict]:
+def _model_rows(catalog: Catalog, settings: Settings) -> list[dict]:
     from app.pool.sizes import SizeBook
 
     measured: dict[str, float] = {}
-    if (data_dir / "playground.db").exists() or os.environ.get("DATABASE_URL"):
+    if (settings.data_dir / "playground.db").exists() or settings.database_url:
         from app.storage.db import init_db, make_engine
         from app.storage.sizes import load_measured_sizes
 
-        engine = make_engine(None, data_dir)
+        engine = make_engine(settings.database_url, settings.data_dir)
         init_db(engine)
         measured = load_measured_sizes(engine)
     sizes = SizeBook(measured)
@@ -64,7 +65,7 @@ def _model_rows(catalog: Catalog, data_dir: Path) -> list[dict]:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    rows = _model_rows(_catalog(args.models), Path(args.data_dir))
+    rows = _model_rows(_catalog(args.models), Settings.from_args(data_dir=args.data_dir))
     if args.json:
         print(json.dumps(rows, indent=1, ensure_ascii=False))
         return 0
@@ -197,12 +198,10 @@ def _quiet_transformers() -> None:
 
 # --- serve, demo, export ---------------------------------------------------------------------------
 
-def _settings(args: argparse.Namespace, **extra: object):
-    from app.core.settings import Settings
-
-    return Settings.from_env(models_path=Path(args.models), data_dir=Path(args.data_dir), budget_gb=args.budget_gb,
-                             auth_token=getattr(args, "auth_token", None), idle_timeout_s=args.idle_timeout,
-                             overhead_gb=args.overhead_gb, **extra)
+def _settings(args: argparse.Namespace, **extra: object) -> Settings:
+    return Settings.from_args(models_path=getattr(args, "models", None), data_dir=args.data_dir,
+                              budget_gb=args.budget_gb, auth_token=getattr(args, "auth_token", None),
+                              idle_timeout_s=args.idle_timeout, overhead_gb=args.overhead_gb, **extra)
 
 
 def _serve(settings, host: str, port: int) -> int:
@@ -239,7 +238,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from app.tiny.checkpoints import build_tiny_models
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    tiny_dir = Path(args.data_dir) / "tiny"
+    tiny_dir = Settings.from_args(data_dir=args.data_dir).data_dir / "tiny"
     started = time.perf_counter()
     catalogue = build_tiny_models(tiny_dir)
     print(f"tiny random-weight checkpoints ready in {tiny_dir} ({time.perf_counter() - started:.1f} s)", flush=True)
@@ -253,7 +252,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     from app.storage.db import init_db, make_engine
     from app.storage.export import write_ratings_csv
 
-    engine = make_engine(None, Path(args.data_dir))
+    settings = Settings.from_args(data_dir=args.data_dir)
+    engine = make_engine(settings.database_url, settings.data_dir)
     init_db(engine)
     since = datetime.fromisoformat(args.since) if args.since else None
     until = datetime.fromisoformat(args.until) if args.until else None
@@ -272,7 +272,7 @@ def _register_serving(add: Callable) -> None:
         command = add(name, handler, text)
         if name == "serve":
             command.add_argument("--models", default=DEFAULT_CATALOG)
-        command.add_argument("--data-dir", default=os.environ.get("VLM_DATA_DIR", "data"))
+        command.add_argument("--data-dir", default=None, help="default: $VLM_DATA_DIR, else ./data")
         command.add_argument("--host", default="127.0.0.1")
         command.add_argument("--port", type=int, default=8000)
         command.add_argument("--budget-gb", type=float, default=None,
@@ -281,10 +281,10 @@ def _register_serving(add: Callable) -> None:
                              help="memory added to each model's plan for its process (CUDA context; default 0)")
         command.add_argument("--idle-timeout", type=float, default=None,
                              help="stop a model's worker after this many idle seconds (default: never)")
-        command.add_argument("--auth-token", default=os.environ.get("VLM_AUTH_TOKEN"),
+        command.add_argument("--auth-token", default=None,
                              help="require this token (cookie, bearer header or ?token=) for every request")
     export = add("export", cmd_export, "Write every rating as CSV.")
-    export.add_argument("--data-dir", default=os.environ.get("VLM_DATA_DIR", "data"))
+    export.add_argument("--data-dir", default=None, help="default: $VLM_DATA_DIR, else ./data")
     export.add_argument("--out", default="-", help="file to write (default: standard output)")
     export.add_argument("--model", default=None, help="only this model's ratings")
     export.add_argument("--since", default=None, help="ISO date or time, inclusive")
@@ -304,7 +304,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     models = add("models", cmd_models, "List the catalogue: memory figures, languages, availability.")
     models.add_argument("--models", default=DEFAULT_CATALOG, help="catalogue file (default: models.yaml)")
-    models.add_argument("--data-dir", default=os.environ.get("VLM_DATA_DIR", "data"))
+    models.add_argument("--data-dir", default=None, help="default: $VLM_DATA_DIR, else ./data")
     models.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
     tiny = add("tiny-models", cmd_tiny_models, "Build tiny random-weight checkpoints offline.")

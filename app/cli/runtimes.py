@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from app.cli.errors import CommandError
 from app.core.catalog import CatalogError, load_catalog
+from app.core.settings import Settings
 from app.pool.runtimes import RuntimeManager, RuntimePrepareError
 
 
@@ -20,7 +19,7 @@ def cmd_runtimes(args: argparse.Namespace) -> int:
         catalog = load_catalog(args.models)
     except CatalogError as exc:
         raise CommandError(str(exc)) from None
-    manager = RuntimeManager(catalog.runtimes, Path(args.data_dir) / "runtimes")
+    manager = RuntimeManager(catalog.runtimes, Settings.from_args(data_dir=args.data_dir).data_dir / "runtimes")
     if args.action in (None, "list"):
         if args.name:
             raise CommandError("`runtimes` lists all runtimes; to create one: runtimes prepare NAME")
@@ -56,5 +55,5 @@ def register(add: Callable[..., argparse.ArgumentParser]) -> None:
     command.add_argument("action", nargs="?", choices=["list", "prepare"], help="list (default) or prepare")
     command.add_argument("name", nargs="?", help="the runtime to prepare")
     command.add_argument("--models", default="models.yaml", help="catalogue file (default: models.yaml)")
-    command.add_argument("--data-dir", default=os.environ.get("VLM_DATA_DIR", "data"))
+    command.add_argument("--data-dir", default=None, help="default: $VLM_DATA_DIR, else ./data")
     command.add_argument("--json", action="store_true", help="print JSON instead of a table")

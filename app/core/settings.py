@@ -1,42 +1,19 @@
-"""Server settings: paths, the pool's budget and time limits, and the limits on input."""
+"""Every option of the server in one place, each with its environment variable.
+
+`Settings()` reads `VLM_*` (and `DATABASE_URL`) from the environment; keyword arguments (the command
+line's flags) win over the environment. The README's configuration table lists exactly these
+variables (a test checks that the two agree).
+"""
 
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass, field
 from pathlib import Path
 
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
 MB = 1024 * 1024
-
-
-@dataclass(frozen=True)
-class Limits:
-    """What one comparison may ask for; each refusal names the limit."""
-
-    max_images: int = 8
-    max_image_bytes: int = 20 * MB
-    max_request_bytes: int = 50 * MB
-    max_pixels: int = 40_000_000
-    max_prompt_chars: int = 4000
-    max_models: int = 8
-    max_new_tokens: int = 2048
-
-    def help_text(self) -> str:
-        return (f"Up to {self.max_images} images, {megabytes(self.max_image_bytes)} each and "
-                f"{megabytes(self.max_request_bytes)} in all, {self.max_pixels / 1e6:g} megapixels each; "
-                f"a prompt of up to {self.max_prompt_chars:,} characters; up to {self.max_models} models.")
-
-    @classmethod
-    def from_env(cls) -> Limits:
-        """Defaults, overridden by VLM_MAX_IMAGES, VLM_MAX_IMAGE_MB, VLM_MAX_REQUEST_MB, VLM_MAX_MEGAPIXELS,
-        VLM_MAX_PROMPT_CHARS, VLM_MAX_MODELS and VLM_MAX_NEW_TOKENS."""
-        scales = {"max_images": ("VLM_MAX_IMAGES", 1), "max_image_bytes": ("VLM_MAX_IMAGE_MB", MB),
-                  "max_request_bytes": ("VLM_MAX_REQUEST_MB", MB), "max_pixels": ("VLM_MAX_MEGAPIXELS", 1_000_000),
-                  "max_prompt_chars": ("VLM_MAX_PROMPT_CHARS", 1), "max_models": ("VLM_MAX_MODELS", 1),
-                  "max_new_tokens": ("VLM_MAX_NEW_TOKENS", 1)}
-        values = {field: int(float(os.environ[name]) * scale)
-                  for field, (name, scale) in scales.items() if os.environ.get(name)}
-        return cls(**values)
+ENV_PREFIX = "VLM_"
 
 
 def megabytes(size: int) -> str:
@@ -44,45 +21,79 @@ def megabytes(size: int) -> str:
     return f"{size / MB:g} MB" if size % MB else f"{size // MB} MB"
 
 
-@dataclass(frozen=True)
-class Settings:
-    """Everything `create_app` needs; the CLI and the environment fill it in."""
+class Limits(BaseSettings):
+    """What one comparison may ask for; each refusal names the limit."""
 
-    models_path: Path = Path("models.yaml")
-    data_dir: Path = Path("data")
-    database_url: str | None = None
-    budget_gb: float | None = None  # None: 90 % of the GPU, else cpu_budget_gb
-    cpu_budget_gb: float = 8.0
-    overhead_gb: float = 0.0
-    wait_timeout_s: float = 300.0
-    load_timeout_s: float = 900.0
-    generation_timeout_s: float = 600.0
-    idle_timeout_s: float | None = None
-    retry_after_s: float = 30.0
-    shutdown_grace_s: float = 10.0
-    abandon_after_s: float = 10.0  # stop answers when every page watching them has been gone this long
-    auth_token: str | None = None
-    default_rater: str = "anonymous"
-    demo: bool = False
-    limits: Limits = field(default_factory=Limits)
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, frozen=True, extra="ignore", env_ignore_empty=True)
+
+    max_images: int = Field(8, ge=1, description="images per prompt")
+    max_image_mb: float = Field(20, gt=0, description="size of one image file, in MB")
+    max_request_mb: float = Field(50, gt=0, description="size of one request body, in MB (counted while reading)")
+    max_megapixels: float = Field(40, gt=0, description="decoded size of one image, in megapixels")
+    max_prompt_chars: int = Field(4000, ge=1, description="characters in a prompt")
+    max_models: int = Field(8, ge=1, description="models in one comparison")
+    max_new_tokens: int = Field(2048, ge=1, description="tokens an answer may be asked for")
+
+    @property
+    def max_image_bytes(self) -> int:
+        return int(self.max_image_mb * MB)
+
+    @property
+    def max_request_bytes(self) -> int:
+        return int(self.max_request_mb * MB)
+
+    @property
+    def max_pixels(self) -> int:
+        return int(self.max_megapixels * 1_000_000)
+
+    def help_text(self) -> str:
+        return (f"Up to {self.max_images} images, {megabytes(self.max_image_bytes)} each and "
+                f"{megabytes(self.max_request_bytes)} in all, {self.max_megapixels:g} megapixels each; "
+                f"a prompt of up to {self.max_prompt_chars:,} characters; up to {self.max_models} models.")
+
+
+class Settings(BaseSettings):
+    """Everything `create_app` and the command line need."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, frozen=True, extra="ignore", populate_by_name=True,
+                                      env_ignore_empty=True)
+
+    models_path: Path = Field(Path("models.yaml"), validation_alias="VLM_MODELS",
+                              description="the catalogue file")
+    data_dir: Path = Field(Path("data"), description="database, image files, worker logs, pinned runtimes")
+    database_url: str | None = Field(None, validation_alias="DATABASE_URL",
+                                     description="a SQLAlchemy URL; default: SQLite in the data directory")
+    budget_gb: float | None = Field(None, gt=0, description="memory the resident models may plan for; "
+                                                           "default: 90 % of the GPU, else cpu_budget_gb")
+    cpu_budget_gb: float = Field(8.0, gt=0, description="the budget when there is no GPU")
+    overhead_gb: float = Field(0.0, ge=0, description="memory added to each model's plan for its process")
+    worker_threads: int | None = Field(None, ge=1, description="torch threads per CPU worker; "
+                                                               "default: half the cores")
+    wait_timeout_s: float = Field(300.0, gt=0, description="how long a request waits for memory to free")
+    load_timeout_s: float = Field(900.0, gt=0, description="how long a model may take to load")
+    generation_timeout_s: float = Field(600.0, gt=0, description="how long one answer may take")
+    idle_timeout_s: float | None = Field(None, gt=0, description="stop a worker idle this long; default: never")
+    retry_after_s: float = Field(30.0, gt=0, description="how long a model that failed to load is not retried")
+    shutdown_grace_s: float = Field(10.0, ge=0, description="answers in flight may finish this long on SIGTERM")
+    abandon_after_s: float = Field(10.0, ge=0, description="stop answers no page has watched for this long")
+    auth_token: str | None = Field(None, description="require this token for every request")
+    default_rater: str = Field("anonymous", description="the rater name of someone who gave none")
+    demo: bool = Field(False, description="label the page as the offline demo")
+    limits: Limits = Field(default_factory=Limits)
 
     @classmethod
-    def from_env(cls, **overrides: object) -> Settings:
-        """Settings from `VLM_*` environment variables, then explicit overrides."""
-        env: dict[str, object] = {}
-        if os.environ.get("VLM_DATA_DIR"):
-            env["data_dir"] = Path(os.environ["VLM_DATA_DIR"])
-        if os.environ.get("VLM_BUDGET_GB"):
-            env["budget_gb"] = float(os.environ["VLM_BUDGET_GB"])
-        if os.environ.get("VLM_CPU_BUDGET_GB"):
-            env["cpu_budget_gb"] = float(os.environ["VLM_CPU_BUDGET_GB"])
-        if os.environ.get("VLM_AUTH_TOKEN"):
-            env["auth_token"] = os.environ["VLM_AUTH_TOKEN"]
-        for name in ("generation_timeout_s", "shutdown_grace_s", "abandon_after_s", "wait_timeout_s"):
-            if os.environ.get(f"VLM_{name.upper()}"):
-                env[name] = float(os.environ[f"VLM_{name.upper()}"])
-        if os.environ.get("DATABASE_URL"):
-            env["database_url"] = os.environ["DATABASE_URL"]
-        env["limits"] = Limits.from_env()
-        env.update({k: v for k, v in overrides.items() if v is not None})
-        return cls(**env)  # type: ignore[arg-type]
+    def from_args(cls, **values: object) -> Settings:
+        """Settings from the environment, with every given value that is not None on top."""
+        return cls(**{key: value for key, value in values.items() if value is not None})  # type: ignore[arg-type]
+
+
+def environment_variables() -> dict[str, str]:
+    """Each environment variable the settings read → what it sets (for the README and `--help`)."""
+    found: dict[str, str] = {}
+    for model in (Settings, Limits):
+        for name, field in model.model_fields.items():
+            if name == "limits":
+                continue
+            alias = field.validation_alias
+            found[alias if isinstance(alias, str) else f"{ENV_PREFIX}{name.upper()}"] = field.description or ""
+    return found

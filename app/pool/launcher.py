@@ -137,13 +137,14 @@ class ProcessLauncher:
 
     def __init__(self, log_dir: Path, python_for: Callable[[str, Callable[[str], None]], str] | None = None,
                  load_timeout_s: float = 900.0, device: str = "auto",
-                 env: dict[str, str] | None = None) -> None:
+                 env: dict[str, str] | None = None, threads: int | None = None) -> None:
         self.log_dir = log_dir
         self.python_for = python_for or _this_python
         self.progress: dict[str, str] = {}  # model id → what its start is doing now, for the page
         self.load_timeout_s = load_timeout_s
         self.device = device
         self.env = env or {}
+        self.threads = threads
 
     async def start(self, spec: ModelSpec) -> ProcessWorker:
         def report(line: str) -> None:
@@ -161,7 +162,8 @@ class ProcessLauncher:
         with stderr_path.open("ab") as stderr:
             process = await asyncio.create_subprocess_exec(
                 python, "-m", "app.worker", "--spec-json", spec.model_dump_json(), "--port", "0",
-                "--device", self.device, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+                "--device", self.device, *(["--threads", str(self.threads)] if self.threads else []),
+                stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
                 stderr=stderr, env=env, start_new_session=True)
         started = time.perf_counter()
         try:

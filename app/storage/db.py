@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -25,8 +24,8 @@ MIGRATION_LOCK_KEY = 7_421_905  # pg_advisory_xact_lock key held while migrating
 
 
 def database_url(url: str | None, data_dir: Path) -> str:
-    """The URL given, else `DATABASE_URL`, else a SQLite file in the data directory."""
-    return url or os.environ.get("DATABASE_URL") or f"sqlite:///{Path(data_dir) / 'playground.db'}"
+    """The URL given (`Settings.database_url`), else a SQLite file in the data directory."""
+    return url or f"sqlite:///{Path(data_dir) / 'playground.db'}"
 
 
 def make_engine(url: str | None, data_dir: Path) -> Engine:

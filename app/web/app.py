@@ -47,6 +47,7 @@ def create_app(settings: Settings) -> FastAPI:
             settings.cpu_budget_gb)
         runtimes = RuntimeManager(catalog.runtimes, settings.data_dir / "runtimes")
         launcher = ProcessLauncher(settings.data_dir / "logs", python_for=runtimes.python_for,
+                                   threads=settings.worker_threads,
                                    load_timeout_s=settings.load_timeout_s)
         sizes = SizeBook(load_measured_sizes(engine), settings.overhead_gb,
                          persist=functools.partial(save_measured_size, engine))

@@ -263,12 +263,11 @@ def die_with_parent() -> None:
         threading.Thread(target=watch_stdin, name="parent-watch", daemon=True).start()
 
 
-def limit_cpu_threads() -> None:
+def limit_cpu_threads(threads: int | None) -> None:
     """Several CPU workers share the cores: without a limit each would start a thread per core."""
     import torch
 
-    threads = int(os.environ.get("VLM_WORKER_THREADS") or max(1, (os.cpu_count() or 2) // 2))
-    torch.set_num_threads(threads)
+    torch.set_num_threads(threads or max(1, (os.cpu_count() or 2) // 2))
 
 
 def pick_device(requested: str) -> str:
@@ -288,6 +287,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads on a CPU (default: half the cores)")
     parser.add_argument("--no-parent-watch", action="store_true", help="keep running without a parent")
     args = parser.parse_args(argv)
     if args.spec_json:
@@ -304,7 +304,7 @@ def main(argv: list[str] | None = None) -> int:
     report("listening", port=port, pid=os.getpid())
     state = WorkerState(spec, pick_device(args.device))
     if state.device == "cpu":
-        limit_cpu_threads()
+        limit_cpu_threads(args.threads)
     import uvicorn
 
     app = create_worker_app(state, os.environ.pop(TOKEN_ENV, None) or None)

@@ -3,12 +3,11 @@ the URL of `alembic.ini` / `DATABASE_URL` when a developer runs the `alembic` co
 
 from __future__ import annotations
 
-import os
-
 from alembic import context
 from sqlalchemy import create_engine
 from sqlmodel import SQLModel
 
+from app.core.settings import Settings
 from app.storage import tables  # noqa: F401  (registers the tables on SQLModel.metadata)
 
 config = context.config
@@ -22,7 +21,7 @@ def run() -> None:
                           compare_type=True)
         context.run_migrations()
         return
-    url = os.environ.get("DATABASE_URL") or config.get_main_option("sqlalchemy.url")
+    url = Settings().database_url or config.get_main_option("sqlalchemy.url")
     if context.is_offline_mode():
         context.configure(url=url, target_metadata=target_metadata, render_as_batch=True, literal_binds=True)
         with context.begin_transaction():
