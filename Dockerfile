@@ -1,6 +1,6 @@
 # syntax=docker/dockerfile:1
 # VLM Playground on a CUDA-enabled PyTorch base. Build and run: see deploy/README.md.
-# Not built on the development machines (they have no Docker engine); linted with hadolint in tests/test_deploy.py.
+# Not built on the development machines (they have no Docker engine); linted with hadolint in tests/cli/test_deploy.py.
 #
 #   docker build -t vlm-playground .                                  # with the pinned runtimes (needs the network)
 #   docker build --build-arg PREPARE_RUNTIMES=0 -t vlm-playground .   # without: created on first use instead

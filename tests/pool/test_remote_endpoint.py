@@ -15,7 +15,7 @@ from app.core.generation import Finish, GenerationParams
 from app.core.protocol import ImagePart
 from app.pool.launcher import ProcessLauncher
 from app.pool.pool import ModelPool
-from tests.conftest import ROOT, png_bytes
+from tests.helpers import ROOT, png_bytes
 
 pytestmark = pytest.mark.slow
 

@@ -10,8 +10,7 @@ from pathlib import Path
 import pytest
 
 from app.tiny.checkpoints import BUILDERS
-
-ROOT = Path(__file__).resolve().parent.parent
+from tests.helpers import ROOT
 
 
 def cli(*args: str, check: bool = True) -> subprocess.CompletedProcess:

@@ -15,8 +15,8 @@ import pytest
 import yaml
 
 from app.core.catalog import load_catalog
+from tests.helpers import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 DOCKERFILE = ROOT / "Dockerfile"
 DEPLOY = ROOT / "deploy"
 COMPOSE = DEPLOY / "docker-compose.yml"
@@ -104,7 +104,7 @@ def test_healthcheck_command_passes_on_a_live_server_and_fails_without_one(live_
     code = command[2]
     served = code.replace("http://127.0.0.1:8000", live_server.url)
     assert subprocess.run([sys.executable, "-c", served], timeout=30).returncode == 0
-    from tests.conftest import free_port
+    from tests.helpers import free_port
 
     closed = code.replace("http://127.0.0.1:8000", f"http://127.0.0.1:{free_port()}")
     assert subprocess.run([sys.executable, "-c", closed], capture_output=True, timeout=30).returncode != 0

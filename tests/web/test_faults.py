@@ -23,8 +23,8 @@ import httpx
 import pytest
 import yaml
 
-from tests.conftest import LiveServer, png_bytes
 from tests.fakes.faulty import ENV as FAULTY_ENV
+from tests.helpers import LiveServer, png_bytes
 
 pytestmark = pytest.mark.slow
 SLOW = "tiny-slow"  # tiny Qwen2-VL, throttled: about 40 tokens/s

@@ -11,7 +11,6 @@ from __future__ import annotations
 import ast
 import math
 import threading
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -39,6 +38,7 @@ from tests.fakes.remote_code import (
     FakeTokenizer,
     import_remote_code,
 )
+from tests.helpers import CATALOGUE, ROOT
 
 RED, GREEN, BLUE = (255, 0, 0), (0, 255, 0), (0, 0, 255)
 QUESTION = "What differs between them?"
@@ -80,7 +80,7 @@ def run(adapter: Adapter, images: list[Image.Image], prompt: str = QUESTION,
 
 def catalogue_spec(model_id: str) -> ModelSpec:
     """The real catalogue entry (budget, capabilities, revision) of a remote-code model."""
-    return load_catalog(Path(__file__).resolve().parent.parent / "models.yaml").get(model_id)
+    return load_catalog(CATALOGUE).get(model_id)
 
 
 def greedy(max_new_tokens: int, *notes: str) -> dict[str, Any]:
@@ -110,7 +110,7 @@ def test_family_registers_an_adapter(family: str) -> None:
 @pytest.mark.parametrize("family", FAMILIES)
 def test_module_imports_no_torch_or_transformers_at_top_level(family: str) -> None:
     """The pinned runtimes import these modules: heavy imports must wait until a function runs."""
-    source = Path(__file__).resolve().parent.parent / "app" / "adapters" / f"{family}.py"
+    source = ROOT / "app" / "adapters" / f"{family}.py"
     tree = ast.parse(source.read_text(encoding="utf-8"))
     for node in tree.body:
         names = ([alias.name for alias in node.names] if isinstance(node, ast.Import)

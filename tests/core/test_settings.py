@@ -8,8 +8,7 @@ from pathlib import Path
 import pytest
 
 from app.core.settings import Limits, Settings, environment_variables
-
-ROOT = Path(__file__).resolve().parent.parent
+from tests.helpers import ROOT
 
 
 def readme_variables() -> set[str]:

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from app.adapters import adapter_for
 from app.core.catalog import load_catalog
-
-ROOT = Path(__file__).resolve().parent.parent
+from tests.helpers import ROOT
 
 PUBLISHED = {  # repo: (measured min GPU RAM, scores)
     "openbmb/MiniCPM-V-2": (7.88, {"mmmu": 38.2, "mathvista": 39.8, "mmstar": 39.1, "docvqa": 71.9, "textvqa": 74.1}),

@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import png_bytes
+from tests.helpers import png_bytes
 
 pytestmark = pytest.mark.slow
 THREE = ["tiny-qwen2-vl", "tiny-idefics3", "tiny-paligemma"]
@@ -65,7 +65,7 @@ def test_one_failing_model_does_not_stop_the_others(tmp_path, tiny_dir):
 
     import yaml
 
-    from tests.conftest import LiveServer
+    from tests.helpers import LiveServer
 
     broken = tmp_path / "broken"
     shutil.copytree(tiny_dir / "llava", broken)

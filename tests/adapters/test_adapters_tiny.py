@@ -9,7 +9,7 @@ from app.adapters import adapter_for
 from app.core.generation import Finish, GenerationParams
 from app.core.images import grid, prepare_for_model
 from app.tiny.checkpoints import BUILDERS
-from tests.conftest import solid
+from tests.helpers import solid
 
 TINY_IDS = [f"tiny-{family.replace('_', '-')}" for family in BUILDERS]
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ARTIFACTS, LiveServer, png_bytes
+from tests.helpers import ARTIFACTS, LiveServer, png_bytes
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 

@@ -17,7 +17,7 @@ from app.storage import comparisons, files, outputs, ratings, sizes
 from app.storage.comparisons import OutputInput, StoredImageInput
 from app.storage.db import database_url, init_db, make_engine, session
 from app.storage.tables import Comparison, ComparisonImage, Image, Output, Rating
-from tests.test_postgres import SQLITE_ONLY, reset_schema, unit_test_url
+from tests.storage.test_postgres import SQLITE_ONLY, reset_schema, unit_test_url
 
 PNG = StoredImageInput("cat.png", b"\x89PNG fake image bytes", "PNG", 4, 3)
 JPEG = StoredImageInput("dog.jpg", b"\xff\xd8 another image", "JPEG", 8, 6)

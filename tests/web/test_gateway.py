@@ -7,7 +7,7 @@ import base64
 import pytest
 from openai import APIStatusError, OpenAI
 
-from tests.conftest import png_bytes
+from tests.helpers import png_bytes
 
 pytestmark = pytest.mark.slow
 

@@ -27,7 +27,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from hypothesis.errors import Unsatisfiable
 
-from tests.conftest import LiveServer, png_bytes
+from tests.helpers import LiveServer, png_bytes
 
 pytestmark = pytest.mark.slow
 EXAMPLES = 25  # per operation and generation mode

@@ -18,7 +18,7 @@ from fastapi.testclient import TestClient
 from app.core.settings import Settings
 from app.storage import comparisons, outputs
 from app.storage.comparisons import OutputInput, StoredImageInput
-from tests.conftest import png_bytes
+from tests.helpers import CATALOGUE, png_bytes
 
 HX = {"HX-Request": "true"}
 SCRIPT = "<script>alert(1)</script>"
@@ -441,7 +441,7 @@ def test_model_cards_show_what_a_model_cannot_do(client: TestClient, catalog_pat
     from app.core.catalog import load_catalog
     from app.web.routes.pages import capability_badges
 
-    catalog = load_catalog(Path(__file__).resolve().parent.parent / "models.yaml")
+    catalog = load_catalog(CATALOGUE)
     assert ("greedy only", "this model decodes greedily: temperature and top_p are ignored") in \
         capability_badges(catalog.get("moondream2"))
     assert capability_badges(catalog.get("llava-1.5-7b"))[0][0] == "4k ctx"

@@ -18,7 +18,7 @@ from app.core.budget import FAMILY_DEFAULTS, InputTooLarge, apply_capabilities
 from app.core.budget import Capabilities as Caps
 from app.core.catalog import ModelSpec
 from app.core.generation import Finish, GenerationParams
-from tests.conftest import solid
+from tests.helpers import CATALOGUE, solid
 
 PHOTO = (4032, 3024)  # a phone photo: 12.2 MP
 
@@ -154,7 +154,7 @@ def test_capabilities_decide_what_is_applied():
 def test_every_catalogued_model_has_a_budget_and_capabilities():
     from app.core.catalog import load_catalog
 
-    catalog = load_catalog(Path(__file__).resolve().parent.parent / "models.yaml")
+    catalog = load_catalog(CATALOGUE)
     for spec in catalog.models:
         if spec.available and not spec.is_remote:
             assert spec.input_budget.context_tokens, spec.id
@@ -169,7 +169,7 @@ async def test_a_worker_refuses_what_cannot_fit_with_a_400_naming_model_tokens_a
     from app.core.protocol import ImagePart, user_message
     from app.pool.client import BackendError, OpenAIBackend
     from app.worker.server import WorkerState, create_worker_app
-    from tests.conftest import png_bytes
+    from tests.helpers import png_bytes
 
     spec = tiny_spec(tiny_dir, "llava", budget={"context_tokens": 64})
     state = WorkerState(spec, "cpu")

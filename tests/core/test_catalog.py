@@ -10,8 +10,6 @@ import yaml
 from app.adapters import adapter_for, families
 from app.core.catalog import CatalogError, load_catalog, parse_catalog
 
-ROOT = Path(__file__).resolve().parent.parent
-
 
 def entry(**fields):
     base = {"id": "m1", "repo": "org/m1", "family": "llava", "min_gpu_gb": 1.0}

@@ -23,6 +23,7 @@ import pytest
 
 from app.core.catalog import RuntimeSpec
 from app.pool.runtimes import DEFAULT, MARKER, RuntimeManager, RuntimePrepareError
+from tests.helpers import ROOT
 
 NAME = "tf449"
 PIN_VERSION = "4.49.0"
@@ -94,7 +95,7 @@ def test_runtime_has_the_pin_over_the_shared_torch(prepared: dict, tmp_path: Pat
     assert seen["tf"] == PIN_VERSION
     assert seen["tf_file"].startswith(runtime_dir)
     assert seen["torch_file"].startswith(APP_SITE)  # shared, not reinstalled
-    assert Path(seen["app"]).resolve() == (Path(__file__).parent.parent / "app" / "worker" / "__init__.py").resolve()
+    assert Path(seen["app"]).resolve() == (ROOT / "app" / "worker" / "__init__.py").resolve()
     assert not list((Path(runtime_dir) / "lib").glob("python*/site-packages/torch"))
 
 

@@ -19,7 +19,7 @@ from app.storage.comparisons import OutputInput, StoredImageInput
 from app.storage.db import init_db, make_engine, session
 from app.storage.export import COLUMNS, FORMULA_STARTS, format_row, ratings_csv_rows, write_ratings_csv
 from app.storage.tables import Rating
-from tests.test_postgres import reset_schema, unit_test_url
+from tests.storage.test_postgres import reset_schema, unit_test_url
 
 PNG = StoredImageInput("a.png", b"png bytes", "PNG", 2, 2)
 JPEG = StoredImageInput("b,ç.jpg", b"jpeg bytes", "JPEG", 3, 1)

@@ -16,9 +16,10 @@ from sqlmodel import SQLModel
 
 from app.storage import comparisons, ratings
 from app.storage.db import BASELINE_REVISION, MIGRATIONS, init_db, make_engine, schema_revision
-from tests.test_postgres import ON_POSTGRES, SQLITE_ONLY, TEST_SCHEMA, reset_schema, unit_test_url
+from tests.helpers import ROOT
+from tests.storage.test_postgres import ON_POSTGRES, SQLITE_ONLY, TEST_SCHEMA, reset_schema, unit_test_url
 
-RELEASE_0_1_0 = Path(__file__).resolve().parent / "data" / "release-0.1.0.sql"
+RELEASE_0_1_0 = ROOT / "tests" / "data" / "release-0.1.0.sql"
 TABLES = ("comparisons", "images", "comparison_images", "outputs", "ratings", "measured_sizes")
 
 
