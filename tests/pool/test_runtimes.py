@@ -216,7 +216,7 @@ def _wait_for(events: queue.Queue, wanted: str, timeout: float) -> dict:
 def test_worker_serves_a_tiny_llava_in_the_runtime(prepared: dict, data_dir: Path, tmp_path: Path) -> None:
     python = prepared["pythons"][0]
     checkpoint = data_dir / f"tiny-llava-{PIN_VERSION}"
-    build = subprocess.run([python, "-m", "app.tiny4x", str(checkpoint)], capture_output=True, text=True,
+    build = subprocess.run([python, "-m", "app.tiny.tiny4x", str(checkpoint)], capture_output=True, text=True,
                            cwd=tmp_path, env=_env(), timeout=120)
     assert build.returncode == 0, build.stderr[-2000:]
     assert json.loads((checkpoint / "config.json").read_text())["transformers_version"] == PIN_VERSION

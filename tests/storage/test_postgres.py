@@ -67,7 +67,9 @@ def pg_engine(tmp_path: Path) -> Engine:
 
 
 def test_the_app_engine_takes_database_url_from_the_environment(tmp_path: Path) -> None:
-    engine = make_engine(None, tmp_path / "data")
+    from app.core.settings import Settings
+
+    engine = make_engine(Settings().database_url, tmp_path / "data")
     try:
         with engine.connect() as connection:
             assert connection.execute(text("SELECT current_schema()")).scalar() == "public"

@@ -94,13 +94,15 @@ def test_foreign_keys_are_enforced(engine: Engine) -> None:
         db.add(Rating(output_id=999, score=3, rater="x"))
 
 
-def test_database_url_comes_from_argument_then_environment(tmp_path: Path, monkeypatch) -> None:
+def test_database_url_comes_from_the_settings_else_sqlite_in_the_data_dir(tmp_path: Path, monkeypatch) -> None:
+    from app.core.settings import Settings
+
     monkeypatch.delenv("DATABASE_URL", raising=False)
-    assert database_url(None, tmp_path) == f"sqlite:///{tmp_path}/playground.db"
+    assert database_url(Settings().database_url, tmp_path) == f"sqlite:///{tmp_path}/playground.db"
     monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path}/other.db")
-    assert database_url(None, tmp_path) == f"sqlite:///{tmp_path}/other.db"
+    assert database_url(Settings().database_url, tmp_path) == f"sqlite:///{tmp_path}/other.db"
     assert database_url("postgresql://db/x", tmp_path) == "postgresql://db/x"
-    engine = make_engine(None, tmp_path)
+    engine = make_engine(Settings().database_url, tmp_path)
     init_db(engine)
     assert (tmp_path / "other.db").exists()
     engine.dispose()
