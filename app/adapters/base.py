@@ -1,4 +1,4 @@
-"""What every adapter offers: `load(spec, device, dtype)` and a streaming `generate`.
+"""What every adapter offers: `load(spec, device)` and a streaming `generate`.
 
 This module must stay importable under the pinned runtimes (transformers 4.36+), so it imports
 torch and transformers only inside functions.
@@ -39,7 +39,7 @@ class Adapter(ABC):
 
     @classmethod
     @abstractmethod
-    def load(cls, spec: ModelSpec, device: str, dtype: Any) -> Adapter:
+    def load(cls, spec: ModelSpec, device: str) -> Adapter:
         """Load weights and processor for `spec` onto `device`."""
 
     def prepare(self, images: list[Image.Image], prompt: str, params: GenerationParams) -> Call:
@@ -290,10 +290,10 @@ def explained_load_errors(spec: ModelSpec) -> Iterator[None]:
         raise explain_load_error(exc, spec) from exc
 
 
-def load_pretrained(spec: ModelSpec, device: str, dtype: Any, model_class: Any, helper_class: Any,
+def load_pretrained(spec: ModelSpec, device: str, model_class: Any, helper_class: Any,
                     **helper_options: Any) -> tuple[Any, Any]:
-    """The model (on `device`, in eval mode) and its processor or tokenizer, loaded from `spec.repo`."""
-    kwargs = from_pretrained_kwargs(spec, torch_dtype(dtype or spec.dtype, device))
+    """The model (on `device`, in eval mode, in the entry's dtype) and its processor or tokenizer."""
+    kwargs = from_pretrained_kwargs(spec, torch_dtype(spec.dtype, device))
     with explained_load_errors(spec):
         helper = helper_class.from_pretrained(spec.repo, **helper_options, **loader_kwargs(kwargs))
         model = model_class.from_pretrained(spec.repo, **kwargs).to(device).eval()

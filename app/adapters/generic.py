@@ -37,10 +37,10 @@ class GenericAdapter(Adapter):
         self.processor = processor
 
     @classmethod
-    def load(cls, spec: ModelSpec, device: str, dtype: Any = None) -> GenericAdapter:
+    def load(cls, spec: ModelSpec, device: str) -> GenericAdapter:
         from transformers import AutoModelForImageTextToText, AutoProcessor
 
-        model, processor = load_pretrained(spec, device, dtype, AutoModelForImageTextToText, AutoProcessor)
+        model, processor = load_pretrained(spec, device, AutoModelForImageTextToText, AutoProcessor)
         return cls(spec, device, model, processor)
 
     def build_prompt(self, images: list[Image.Image], prompt: str) -> str:

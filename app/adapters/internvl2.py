@@ -128,10 +128,10 @@ class InternVL2Adapter(Adapter):
         self.tokenizer = tokenizer
 
     @classmethod
-    def load(cls, spec: ModelSpec, device: str, dtype: Any = None) -> InternVL2Adapter:
+    def load(cls, spec: ModelSpec, device: str) -> InternVL2Adapter:
         from transformers import AutoModel, AutoTokenizer
 
-        model, tokenizer = load_pretrained(spec, device, dtype, AutoModel, AutoTokenizer, use_fast=False)
+        model, tokenizer = load_pretrained(spec, device, AutoModel, AutoTokenizer, use_fast=False)
         return cls(spec, device, model, tokenizer)
 
     def tokens_per_tile(self) -> int:

@@ -126,12 +126,12 @@ class MiniCPMVAdapter(Adapter):
         self.single_image_api = "context" in inspect.signature(model.chat).parameters
 
     @classmethod
-    def load(cls, spec: ModelSpec, device: str, dtype: Any = None) -> MiniCPMVAdapter:
+    def load(cls, spec: ModelSpec, device: str) -> MiniCPMVAdapter:
         from transformers import AutoModel, AutoTokenizer
 
         torch_functional_list()
         # The card loads 2.6 with attn_implementation="sdpa"; sdpa is the default where supported.
-        model, tokenizer = load_pretrained(spec, device, dtype, AutoModel, AutoTokenizer)
+        model, tokenizer = load_pretrained(spec, device, AutoModel, AutoTokenizer)
         return cls(spec, device, model, tokenizer)
 
     def chat_kwargs(self, params: GenerationParams) -> dict[str, Any]:

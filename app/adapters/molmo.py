@@ -45,10 +45,10 @@ class MolmoAdapter(Adapter):
         self.processor = processor
 
     @classmethod
-    def load(cls, spec: ModelSpec, device: str, dtype: Any = None) -> MolmoAdapter:
+    def load(cls, spec: ModelSpec, device: str) -> MolmoAdapter:
         from transformers import AutoModelForCausalLM, AutoProcessor
 
-        model, processor = load_pretrained(spec, device, dtype, AutoModelForCausalLM, AutoProcessor)
+        model, processor = load_pretrained(spec, device, AutoModelForCausalLM, AutoProcessor)
         return cls(spec, device, model, processor)
 
     def encode(self, image: Image.Image, prompt: str, **options: Any) -> dict[str, Any]:

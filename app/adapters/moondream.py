@@ -139,10 +139,10 @@ class MoondreamAdapter(Adapter):
         return hasattr(type(model), "query")
 
     @classmethod
-    def load(cls, spec: ModelSpec, device: str, dtype: Any = None) -> MoondreamAdapter:
+    def load(cls, spec: ModelSpec, device: str) -> MoondreamAdapter:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        kwargs = from_pretrained_kwargs(spec, torch_dtype(dtype or spec.dtype, device))
+        kwargs = from_pretrained_kwargs(spec, torch_dtype(spec.dtype, device))
         tokenizer_kwargs = loader_kwargs(kwargs)
         with explained_load_errors(spec):
             model: Any = AutoModelForCausalLM.from_pretrained(spec.repo or spec.id, **kwargs)

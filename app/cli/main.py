@@ -13,7 +13,7 @@ from typing import Any
 
 from app.cli import runtimes
 from app.cli.errors import CommandError
-from app.core.catalog import Catalog, CatalogError, ModelSpec, load_catalog
+from app.core.catalog import Catalog, CatalogError, ModelSpec, load_catalog, model_summary
 from app.core.settings import Settings
 
 DEFAULT_CATALOG = "models.yaml"
@@ -49,18 +49,7 @@ def _model_rows(catalog: Catalog, settings: Settings) -> list[dict]:
     sizes = SizeBook(measured)
     rows = []
     for spec in catalog.models:
-        measured_gb = sizes.get(spec.id)
-        rows.append({
-            "id": spec.id, "name": spec.name, "repo": spec.repo, "original_repo": spec.original_repo,
-            "revision": spec.revision, "family": spec.family, "min_gpu_gb": spec.min_gpu_gb,
-            "min_gpu_gb_source": spec.min_gpu_gb_source, "measured_gb": measured_gb,
-            "planned_gb": sizes.planned_gb(spec), "languages": spec.languages,
-            "languages_note": spec.languages_note, "multi_image": spec.multi_image,
-            "trust_remote_code": spec.trust_remote_code, "runtime": spec.runtime, "endpoint": spec.endpoint,
-            "gated": spec.gated, "licence": spec.licence, "scores": spec.scores, "available": spec.available,
-            "unavailable_reason": spec.unavailable_reason, "notes": spec.notes,
-            "input_budget": spec.input_budget.model_dump(), "capabilities": spec.capabilities.model_dump(),
-        })
+        rows.append({**model_summary(spec), "measured_gb": sizes.get(spec.id), "planned_gb": sizes.planned_gb(spec)})
     return rows
 
 
@@ -146,7 +135,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     device = _device()
     _quiet_transformers()
     try:
-        adapter = adapter_for(spec.family or "").load(spec, device, None)
+        adapter = adapter_for(spec.family or "").load(spec, device)
     except ModelLoadError as exc:
         raise CommandError(f"cannot load {spec.id}: {exc}") from None
     started = time.perf_counter()
@@ -220,9 +209,9 @@ def _serve(settings, host: str, port: int) -> int:
 
     class Server(uvicorn.Server):
         async def shutdown(self, sockets: list | None = None) -> None:
-            runner = getattr(app.state, "runner", None)
-            if runner is not None:
-                await runner.shutdown(settings.shutdown_grace_s)
+            running = getattr(app.state, "services", None)  # absent when start-up failed
+            if running is not None:
+                await running.runner.shutdown(settings.shutdown_grace_s)
             await super().shutdown(sockets)
 
     Server(uvicorn.Config(app, host=host, port=port, log_level="warning",

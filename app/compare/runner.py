@@ -14,6 +14,7 @@ import random
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -35,9 +36,21 @@ from app.core.settings import Limits
 from app.pool.client import BackendError
 from app.pool.pool import ModelPool, PoolError
 from app.storage import comparisons, outputs
-from app.storage.tables import FINISHED_STATUSES
+from app.storage.tables import FINISHED_STATUSES, OutputStatus
 
 log = logging.getLogger("vlm_playground.compare")
+
+
+class EventKind(StrEnum):
+    """What a panel event says: its state so far, a new state, more text, the end of its answer, or the
+    end of the whole comparison."""
+
+    SNAPSHOT = "snapshot"
+    STATE = "state"
+    TEXT = "text"
+    DONE = "done"
+    ERROR = "error"
+    END = "end"
 
 
 @dataclass(frozen=True)
@@ -46,7 +59,7 @@ class PanelEvent:
 
     output_id: int
     model: str
-    kind: str  # snapshot | state | text | done | error | end
+    kind: EventKind
     state: str = ""
     text: str = ""
     info: dict[str, Any] = field(default_factory=dict)
@@ -58,12 +71,13 @@ class OutputRun:
 
     output_id: int
     spec: ModelSpec
-    state: str = "queued"
+    state: str = OutputStatus.QUEUED
     text: list[str] = field(default_factory=list)
     info: dict[str, Any] = field(default_factory=dict)
 
     def snapshot(self) -> PanelEvent:
-        return PanelEvent(self.output_id, self.spec.id, "snapshot", self.state, "".join(self.text), dict(self.info))
+        return PanelEvent(self.output_id, self.spec.id, EventKind.SNAPSHOT, self.state, "".join(self.text),
+                          dict(self.info))
 
 
 class ComparisonRun:
@@ -153,7 +167,7 @@ class ComparisonRunner:
     def _set(self, run: ComparisonRun, output: OutputRun, state: str, **info: Any) -> None:
         output.state = state
         output.info.update(info)
-        run.publish(PanelEvent(output.output_id, output.spec.id, "state", state, info=dict(output.info)))
+        run.publish(PanelEvent(output.output_id, output.spec.id, EventKind.STATE, state, info=dict(output.info)))
 
     async def _answer(self, run: ComparisonRun, output: OutputRun, prompt: str, images: list[ImagePart],
                       params: GenerationParams) -> None:
@@ -162,14 +176,15 @@ class ComparisonRunner:
         pool_state = "resident" if spec.is_remote else self.pool.state_of(spec.id)
         ticker: asyncio.Task | None = None
         if pool_state != "resident":
-            self._set(run, output, "loading", since=time.time())
-            await asyncio.to_thread(outputs.update_output, self.engine, output.output_id, status="loading")
+            self._set(run, output, OutputStatus.LOADING, since=time.time())
+            await asyncio.to_thread(outputs.update_output, self.engine, output.output_id,
+                                    status=OutputStatus.LOADING)
             ticker = asyncio.create_task(self._report_loading(run, output))
         try:
             async with self.pool.lease(spec.id) as backend:
                 if ticker:
                     ticker.cancel()
-                self._set(run, output, "generating", since=time.time(), detail=None)
+                self._set(run, output, OutputStatus.GENERATING, since=time.time(), detail=None)
                 await asyncio.to_thread(self._record_runtime, output)
                 try:
                     finish, ttft, total = await asyncio.wait_for(
@@ -200,18 +215,18 @@ class ComparisonRunner:
                  "image_note": finish.image_note, "finish_reason": finish.finish_reason,
                  "applied": finish.applied, "param_notes": (finish.applied or {}).get("notes") or []}
         await asyncio.to_thread(self._record_done, output, stats)
-        output.state = "done"
+        output.state = OutputStatus.DONE
         output.info.update(stats)
-        run.publish(PanelEvent(output.output_id, spec.id, "done", "done", info=dict(output.info)))
+        run.publish(PanelEvent(output.output_id, spec.id, EventKind.DONE, OutputStatus.DONE, info=dict(output.info)))
 
     async def _report_loading(self, run: ComparisonRun, output: OutputRun) -> None:
         """While a model loads, pass on what its start is doing (e.g. installing a pinned runtime)."""
         shown = None
-        while output.state == "loading":
+        while output.state == OutputStatus.LOADING:
             detail = self.pool.loading_detail(output.spec.id)
             if detail and detail != shown:
                 shown = detail
-                self._set(run, output, "loading", detail=detail)
+                self._set(run, output, OutputStatus.LOADING, detail=detail)
             await asyncio.sleep(0.5)
 
     async def _stream(self, run: ComparisonRun, output: OutputRun, backend: Any, prompt: str,
@@ -226,7 +241,7 @@ class ComparisonRunner:
             if first is None:
                 first = time.perf_counter() - started
             output.text.append(piece)
-            run.publish(PanelEvent(output.output_id, output.spec.id, "text", "generating", piece))
+            run.publish(PanelEvent(output.output_id, output.spec.id, EventKind.TEXT, OutputStatus.GENERATING, piece))
         if finish is None:
             raise BackendError(f"{output.spec.id}: the answer ended without token counts")
         return finish, first, time.perf_counter() - started
@@ -234,10 +249,10 @@ class ComparisonRunner:
     def _record_runtime(self, output: OutputRun) -> None:
         info = self.pool.runtime_of(output.spec.id)
         if info.get("transformers"):
-            outputs.update_output(self.engine, output.output_id, status="generating",
+            outputs.update_output(self.engine, output.output_id, status=OutputStatus.GENERATING,
                                 transformers_version=info["transformers"])
         else:
-            outputs.update_output(self.engine, output.output_id, status="generating")
+            outputs.update_output(self.engine, output.output_id, status=OutputStatus.GENERATING)
 
     def _record_done(self, output: OutputRun, stats: dict[str, Any]) -> None:
         changed: dict[str, Any] = {}
@@ -247,16 +262,17 @@ class ComparisonRunner:
             changed["params"] = stats["applied"]
         if changed:
             outputs.update_output(self.engine, output.output_id, **changed)
-        outputs.finish_output(self.engine, output.output_id, status="done", text="".join(output.text),
+        outputs.finish_output(self.engine, output.output_id, status=OutputStatus.DONE, text="".join(output.text),
                             ttft_s=stats["ttft_s"], total_s=stats["total_s"], prompt_tokens=stats["prompt_tokens"],
                             tokens=stats["tokens"], tokens_per_s=stats["tokens_per_s"])
 
     async def _fail(self, run: ComparisonRun, output: OutputRun, message: str) -> None:
-        await asyncio.to_thread(outputs.finish_output, self.engine, output.output_id, status="error",
+        await asyncio.to_thread(outputs.finish_output, self.engine, output.output_id, status=OutputStatus.ERROR,
                                 text="".join(output.text), error=message)
-        output.state = "error"
+        output.state = OutputStatus.ERROR
         output.info["message"] = message
-        run.publish(PanelEvent(output.output_id, output.spec.id, "error", "error", info={"message": message}))
+        run.publish(PanelEvent(output.output_id, output.spec.id, EventKind.ERROR, OutputStatus.ERROR,
+                               info={"message": message}))
 
     async def _interrupt(self, run: ComparisonRun, output: OutputRun) -> None:
         message = f"interrupted: {run.cancel_reason}"
@@ -266,12 +282,13 @@ class ComparisonRunner:
                 text="".join(output.text), error=message))
         output.state = "interrupted"
         output.info["message"] = message
-        run.publish(PanelEvent(output.output_id, output.spec.id, "error", "interrupted", info={"message": message}))
+        run.publish(PanelEvent(output.output_id, output.spec.id, EventKind.ERROR, OutputStatus.INTERRUPTED,
+                               info={"message": message}))
 
     async def _close_when_done(self, run: ComparisonRun) -> None:
         await asyncio.gather(*run.tasks, return_exceptions=True)
         run.done.set()
-        run.publish(PanelEvent(0, "", "end"))
+        run.publish(PanelEvent(0, "", EventKind.END))
         await asyncio.sleep(self.keep_finished_s)
         self.runs.pop(run.id, None)
 
@@ -288,7 +305,7 @@ class ComparisonRunner:
         if run is None:
             for event in await asyncio.to_thread(self._stored_snapshots, comparison_id):
                 yield event
-            yield PanelEvent(0, "", "end")
+            yield PanelEvent(0, "", EventKind.END)
             return
         queue: asyncio.Queue[PanelEvent] = asyncio.Queue()
         run.subscribers.add(queue)
@@ -298,9 +315,9 @@ class ComparisonRunner:
             for snapshot in snapshots:
                 yield snapshot
             if run.done.is_set():
-                yield PanelEvent(0, "", "end")
+                yield PanelEvent(0, "", EventKind.END)
                 return
-            while (event := await queue.get()).kind != "end":
+            while (event := await queue.get()).kind != EventKind.END:
                 yield event
             yield event
         finally:
@@ -322,7 +339,7 @@ class ComparisonRunner:
             info["param_notes"] = (output.get("params") or {}).get("notes") or []
             if output.get("error"):
                 info["message"] = output["error"]
-            events.append(PanelEvent(output["id"], output["model"], "snapshot", output["status"],
+            events.append(PanelEvent(output["id"], output["model"], EventKind.SNAPSHOT, output["status"],
                                      output.get("text") or "", info))
         return events
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -219,3 +219,17 @@ def _resolve_local_repos(catalog: Catalog, base: Path) -> None:
     for spec in catalog.models:
         if spec.repo and spec.repo.startswith(("./", "../")):
             spec.repo = str((base / spec.repo).resolve())
+
+
+def model_summary(spec: ModelSpec) -> dict[str, Any]:
+    """A catalogue entry as the command line and the JSON API list it (without pool or reachability)."""
+    return {
+        "id": spec.id, "name": spec.name, "repo": spec.repo, "original_repo": spec.original_repo,
+        "revision": spec.revision, "family": spec.family, "min_gpu_gb": spec.min_gpu_gb,
+        "min_gpu_gb_source": spec.min_gpu_gb_source, "languages": spec.languages,
+        "languages_note": spec.languages_note, "multi_image": spec.multi_image,
+        "trust_remote_code": spec.trust_remote_code, "runtime": spec.runtime, "endpoint": spec.endpoint,
+        "gated": spec.gated, "licence": spec.licence, "scores": spec.scores, "tiny": spec.tiny,
+        "available": spec.available, "unavailable_reason": spec.unavailable_reason, "notes": spec.notes,
+        "input_budget": spec.input_budget.model_dump(), "capabilities": spec.capabilities.model_dump(),
+    }

@@ -16,6 +16,7 @@ import os
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
 from app.core.catalog import Catalog, ModelSpec
@@ -42,16 +43,35 @@ class Unavailable(PoolError):
     """The model cannot be served (catalogue says so, or its last load failed recently)."""
 
 
+class ResidentState(StrEnum):
+    """A resident model's worker: starting and loading, answering-ready, or ready with leases held."""
+
+    LOADING = "loading"
+    READY = "ready"
+    BUSY = "busy"
+
+
+class ModelState(StrEnum):
+    """A catalogue model as the picker sees it against the pool."""
+
+    RESIDENT = "resident"
+    LOADING = "loading"
+    FITS = "fits"
+    EVICTS = "evicts"
+    TOO_LARGE = "too large"
+    REMOTE = "remote"
+    UNAVAILABLE = "unavailable"
+
+
 @dataclass
 class Resident:
     """A model the pool holds (or is loading) and its bookkeeping."""
 
     spec: ModelSpec
     planned_gb: float
-    state: str = "loading"  # loading | ready
+    state: ResidentState = field(default_factory=lambda: ResidentState.LOADING)
     leases: int = 0
     last_used: float = 0.0
-    loaded_at: float | None = None
     worker: WorkerHandle | None = None
     ready: asyncio.Future[None] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
     watcher: asyncio.Task | None = None
@@ -162,8 +182,8 @@ class ModelPool:
                 if resident is not None:
                     resident.leases += 1
                     if not counted:
-                        self.counters.hits += resident.state == "ready"
-                        self.counters.misses += resident.state != "ready"
+                        self.counters.hits += resident.state == ResidentState.READY
+                        self.counters.misses += resident.state != ResidentState.READY
                     break
                 self._check_backoff(spec)
                 if not counted:
@@ -208,7 +228,7 @@ class ModelPool:
     def _victims(self, planned: float) -> list[Resident]:
         """Idle, unpinned, ready models in LRU order, just enough to make room; none if they can't."""
         idle = sorted((r for r in self._resident.values()
-                       if r.leases == 0 and r.state == "ready" and not r.spec.preload),
+                       if r.leases == 0 and r.state == ResidentState.READY and not r.spec.preload),
                       key=lambda r: r.last_used)
         need = self.used_gb() + planned - self.budget_gb
         chosen: list[Resident] = []
@@ -249,8 +269,7 @@ class ModelPool:
             resident.ready.exception()
             return
         resident.worker = worker
-        resident.state = "ready"
-        resident.loaded_at = self.clock()
+        resident.state = ResidentState.READY
         self.counters.loads += 1
         if worker.measured_gb:
             await asyncio.to_thread(self.sizes.record, spec.id, worker.measured_gb)
@@ -296,7 +315,7 @@ class ModelPool:
         """Evict one idle model now; False when it is not resident or in use."""
         async with self._lock:
             resident = self._resident.get(model_id)
-            if resident is None or resident.leases or resident.state != "ready":
+            if resident is None or resident.leases or resident.state != ResidentState.READY:
                 return False
             self._evict_locked(resident)
         await self._drain(resident)
@@ -307,7 +326,7 @@ class ModelPool:
         False when the model has no local worker (remote, or already gone)."""
         async with self._lock:
             resident = self._resident.get(model_id)
-            if resident is None or resident.state != "ready":
+            if resident is None or resident.state != ResidentState.READY:
                 return False
             log.warning("discarding the worker for %s: %s", model_id, reason)
             self._evict_locked(resident)
@@ -344,10 +363,11 @@ class ModelPool:
             self._closed = True
             residents = list(self._resident.values())
             for resident in residents:
-                if resident.state == "ready":
+                if resident.state == ResidentState.READY:
                     self._evict_locked(resident)
-        await asyncio.gather(*(self._drain(r) for r in residents if r.state == "ready"), return_exceptions=True)
-        loading = [r.ready for r in residents if r.state == "loading"]
+        ready = [r for r in residents if r.state == ResidentState.READY]
+        await asyncio.gather(*(self._drain(r) for r in ready), return_exceptions=True)
+        loading = [r.ready for r in residents if r.state == ResidentState.LOADING]
         if loading:  # each stops its worker as soon as it is up (see _load)
             await asyncio.wait(loading, timeout=60)
         for backend in self._remote.values():
@@ -364,7 +384,8 @@ class ModelPool:
             resident.append({
                 "model": r.spec.id, "planned_gb": round(r.planned_gb, 3),
                 "measured_gb": None if worker is None or worker.measured_gb is None else round(worker.measured_gb, 3),
-                "state": "busy" if r.state == "ready" and r.leases else r.state, "leases": r.leases,
+                "state": ResidentState.BUSY if r.state == ResidentState.READY and r.leases else r.state,
+                "leases": r.leases,
                 "last_used": round(now - r.last_used, 1), "pid": worker.pid if worker else None,
                 "runtime": r.spec.runtime, "pinned": r.spec.preload, "detail": self.loading_detail(r.spec.id),
             })
@@ -379,7 +400,7 @@ class ModelPool:
     def loading_detail(self, model_id: str) -> str | None:
         """What a loading model's start is doing (preparing its runtime, loading weights), if known."""
         resident = self._resident.get(model_id)
-        if resident is None or resident.state != "loading":
+        if resident is None or resident.state != ResidentState.LOADING:
             return None
         return getattr(self.launcher, "progress", {}).get(model_id)
 
@@ -388,19 +409,19 @@ class ModelPool:
         resident = self._resident.get(model_id)
         return dict(resident.worker.runtime) if resident and resident.worker else {}
 
-    def state_of(self, model_id: str) -> str:
-        """'resident', 'loading', 'fits' (would load without evicting), 'evicts' or 'too large'."""
+    def state_of(self, model_id: str) -> ModelState:
+        """Resident, loading, fits (would load without evicting), evicts, too large; unavailable if unknown."""
         resident = self._resident.get(model_id)
         if resident is not None:
-            return "resident" if resident.state == "ready" else "loading"
+            return ModelState.RESIDENT if resident.state == ResidentState.READY else ModelState.LOADING
         try:
             spec = self.catalog.get(model_id)
             planned = self.planned_gb(spec)
         except (KeyError, PoolError):
-            return "unknown"
+            return ModelState.UNAVAILABLE
         if planned > self.budget_gb:
-            return "too large"
-        return "fits" if self.used_gb() + planned <= self.budget_gb else "evicts"
+            return ModelState.TOO_LARGE
+        return ModelState.FITS if self.used_gb() + planned <= self.budget_gb else ModelState.EVICTS
 
 
 def detect_budget_gb(cpu_budget_gb: float, fraction: float = 0.9) -> tuple[float, str]:

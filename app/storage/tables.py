@@ -3,14 +3,27 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import JSON, CheckConstraint, DateTime, Index, Text, TypeDecorator, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
-OUTPUT_STATUSES = ("queued", "loading", "generating", "done", "error", "interrupted")
-UNFINISHED_STATUSES = ("queued", "loading", "generating")
-FINISHED_STATUSES = ("done", "error", "interrupted")
+
+class OutputStatus(StrEnum):
+    """Where one model's answer is: waiting, its model loading, generating, or finished one way or another."""
+
+    QUEUED = "queued"
+    LOADING = "loading"
+    GENERATING = "generating"
+    DONE = "done"
+    ERROR = "error"
+    INTERRUPTED = "interrupted"
+
+
+OUTPUT_STATUSES = tuple(OutputStatus)
+UNFINISHED_STATUSES = (OutputStatus.QUEUED, OutputStatus.LOADING, OutputStatus.GENERATING)
+FINISHED_STATUSES = (OutputStatus.DONE, OutputStatus.ERROR, OutputStatus.INTERRUPTED)
 BACKENDS = ("local", "remote")
 SCORE_MIN, SCORE_MAX = 1, 5
 
@@ -47,7 +60,7 @@ def saved_id(row: Any) -> int:
 
 def _in(column: str, values: tuple[str, ...]) -> str:
     """A portable `column IN (...)` check expression."""
-    return f"{column} IN ({', '.join(repr(value) for value in values)})"
+    return f"{column} IN ({', '.join(repr(str(value)) for value in values)})"
 
 
 class Comparison(SQLModel, table=True):
@@ -116,7 +129,7 @@ class Output(SQLModel, table=True):
     seed: int | None = None
     params: dict[str, Any] = Field(default_factory=dict, sa_type=JSON)
     image_note: str | None = Field(default=None, sa_type=Text)
-    status: str = Field(default="queued")
+    status: str = Field(default=OutputStatus.QUEUED)
     text: str = Field(default="", sa_type=Text)
     error: str | None = Field(default=None, sa_type=Text)
     ttft_s: float | None = None

@@ -24,6 +24,7 @@ from app.pool.sizes import SizeBook
 from app.storage import outputs
 from app.storage.db import init_db, make_engine
 from app.storage.sizes import load_measured_sizes, save_measured_size
+from app.web.deps import Services
 from app.web.middleware import BodyLimit
 from app.web.routes import api, gateway, pages
 from app.web.security import Security
@@ -56,10 +57,8 @@ def create_app(settings: Settings) -> FastAPI:
         runner = ComparisonRunner(engine, settings.data_dir, catalog, pool, settings.limits,
                                   generation_timeout_s=settings.generation_timeout_s,
                                   abandon_after_s=settings.abandon_after_s)
-        app.state.settings, app.state.catalog, app.state.engine = settings, catalog, engine
-        app.state.pool, app.state.runner, app.state.runtimes = pool, runner, runtimes
-        app.state.reachability = runner.unreachable = reachability(catalog)
-        app.state.budget_source = why
+        runner.unreachable = reachable = reachability(catalog)
+        app.state.services = Services(settings, catalog, engine, pool, runner, reachable)
         log.info("pool budget %.2f GB (%s)", budget, why)
         await pool.start()
         try:

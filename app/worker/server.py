@@ -106,7 +106,7 @@ class WorkerState:
 
             quiet_transformers()
             self.memory = DeviceMemory(self.device)
-            self.adapter = adapter_for(self.spec.family or "").load(self.spec, self.device, None)
+            self.adapter = adapter_for(self.spec.family or "").load(self.spec, self.device)
             self.load_s = time.perf_counter() - started
             self.status = "ready"
             report("ready", load_s=round(self.load_s, 3), memory=self.memory.snapshot(),

@@ -16,7 +16,7 @@ TINY_IDS = [f"tiny-{family.replace('_', '-')}" for family in BUILDERS]
 
 @pytest.fixture(scope="module")
 def adapters(tiny_catalog):
-    return {spec.id: adapter_for(spec.family).load(spec, "cpu", None) for spec in tiny_catalog.models}
+    return {spec.id: adapter_for(spec.family).load(spec, "cpu") for spec in tiny_catalog.models}
 
 
 def run(adapter, images, prompt="Compare the images.", **params):

@@ -57,7 +57,7 @@ def test_qwen2_vl_plans_with_the_catalogue_pixel_budget_not_the_checkpoints_ceil
     spec = ModelSpec(id="qwen-real-budget", repo=str(qwen_like_the_hub), family="qwen2_vl", min_gpu_gb=0.5,
                      multi_image=True, dtype="float32", tiny=True)
     assert spec.input_budget.max_pixels == default.max_pixels == 1280 * 28 * 28
-    adapter = adapter_for("qwen2_vl").load(spec, "cpu", None)
+    adapter = adapter_for("qwen2_vl").load(spec, "cpu")
     call = adapter.prepare([solid((10, 120, 200), PHOTO)], "Describe it.", GenerationParams(max_new_tokens=4))
     grid_thw = call.options["inputs"]["image_grid_thw"]
     image_tokens = int(grid_thw.prod()) // 4
@@ -69,7 +69,7 @@ def test_qwen2_vl_plans_with_the_catalogue_pixel_budget_not_the_checkpoints_ceil
 
 def test_qwen2_vl_downsizes_images_that_would_overflow_its_context(tiny_dir: Path):
     spec = tiny_spec(tiny_dir, "qwen2_vl", budget={"context_tokens": 160, "min_pixels": 784, "max_pixels": 16 * 784})
-    adapter = adapter_for("qwen2_vl").load(spec, "cpu", None)
+    adapter = adapter_for("qwen2_vl").load(spec, "cpu")
     images = [solid((30 * i, 200, 90), (112, 112)) for i in range(8)]  # 16 tokens each at full budget
     full = adapter.encode(images, "Compare the images.")
     assert int(full["input_ids"].shape[1]) > 160 - 48  # would not leave room for the answer
@@ -82,7 +82,7 @@ def test_qwen2_vl_downsizes_images_that_would_overflow_its_context(tiny_dir: Pat
 def test_llava_combines_images_into_a_grid_instead_of_overflowing(tiny_dir: Path):
     """Problem 6: LLaVA-1.5's images cost a fixed count each (576 on the real one, 16 here)."""
     spec = tiny_spec(tiny_dir, "llava", budget={"context_tokens": 160})
-    adapter = adapter_for("llava").load(spec, "cpu", None)
+    adapter = adapter_for("llava").load(spec, "cpu")
     images = [solid((25 * i, 40, 200), (48, 48)) for i in range(8)]
     assert int(adapter.encode(images, "Compare the images.")["input_ids"].shape[1]) > 80
     _, finish = run(adapter, images, max_new_tokens=80)
@@ -93,7 +93,7 @@ def test_llava_combines_images_into_a_grid_instead_of_overflowing(tiny_dir: Path
 
 def test_a_prompt_that_cannot_fit_is_refused_before_generating(tiny_dir: Path):
     spec = tiny_spec(tiny_dir, "llava", budget={"context_tokens": 64})
-    adapter = adapter_for("llava").load(spec, "cpu", None)
+    adapter = adapter_for("llava").load(spec, "cpu")
     with pytest.raises(InputTooLarge) as refused:
         next(iter(adapter.generate([solid((1, 2, 3))], "hello world " * 40, GenerationParams(max_new_tokens=8))))
     message = str(refused.value)
@@ -102,7 +102,7 @@ def test_a_prompt_that_cannot_fit_is_refused_before_generating(tiny_dir: Path):
 
 def test_max_new_tokens_is_lowered_to_what_the_context_leaves_and_said(tiny_dir: Path):
     spec = tiny_spec(tiny_dir, "llava", budget={"context_tokens": 128})
-    adapter = adapter_for("llava").load(spec, "cpu", None)
+    adapter = adapter_for("llava").load(spec, "cpu")
     _, finish = run(adapter, [solid((1, 2, 3))], max_new_tokens=500)
     room = 128 - finish.prompt_tokens
     assert finish.applied["max_new_tokens"] == room
@@ -119,7 +119,7 @@ def test_paligemma_pt_builds_its_prompt_without_a_chat_template(tiny_dir: Path):
     with pytest.raises(ValueError):  # what the old adapter ran into on the real checkpoints
         processor.apply_chat_template([{"role": "user", "content": [{"type": "text", "text": "x"}]}],
                                       tokenize=False, add_generation_prompt=True)
-    adapter = adapter_for("paligemma").load(tiny_spec(tiny_dir, "paligemma"), "cpu", None)
+    adapter = adapter_for("paligemma").load(tiny_spec(tiny_dir, "paligemma"), "cpu")
     inputs = adapter.encode([solid((1, 2, 3))], "What colour is it?")
     tokenizer = processor.tokenizer
     ids = inputs["input_ids"][0].tolist()
@@ -133,7 +133,7 @@ def test_paligemma_pt_builds_its_prompt_without_a_chat_template(tiny_dir: Path):
 
 def test_a_greedy_only_model_records_greedy_even_when_sampling_was_asked(tiny_dir: Path):
     spec = tiny_spec(tiny_dir, "qwen2_vl", supports={"sampling": False})
-    adapter = adapter_for("qwen2_vl").load(spec, "cpu", None)
+    adapter = adapter_for("qwen2_vl").load(spec, "cpu")
     sampled_text, sampled = run(adapter, [solid((9, 9, 9))], temperature=1.5, top_p=0.9, seed=3, max_new_tokens=10)
     greedy_text, greedy = run(adapter, [solid((9, 9, 9))], max_new_tokens=10)
     assert sampled_text == greedy_text
@@ -173,7 +173,7 @@ async def test_a_worker_refuses_what_cannot_fit_with_a_400_naming_model_tokens_a
 
     spec = tiny_spec(tiny_dir, "llava", budget={"context_tokens": 64})
     state = WorkerState(spec, "cpu")
-    state.adapter = adapter_for("llava").load(spec, "cpu", None)
+    state.adapter = adapter_for("llava").load(spec, "cpu")
     state.status = "ready"
     transport = httpx.ASGITransport(app=create_worker_app(state))
     async with httpx.AsyncClient(transport=transport, base_url="http://worker") as client:

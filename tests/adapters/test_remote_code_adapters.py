@@ -126,7 +126,7 @@ def minicpm26(monkeypatch: pytest.MonkeyPatch) -> MiniCPM26:
     fake = FakeMiniCPMV26()
     hub = FakeHub(monkeypatch, AutoModel=fake, AutoTokenizer=fake.tokenizer)
     spec = make_spec("minicpm_v", multi_image=True, repo="openbmb/MiniCPM-V-2_6")
-    adapter = adapter_for("minicpm_v").load(spec, "cpu", None)
+    adapter = adapter_for("minicpm_v").load(spec, "cpu")
     return adapter, fake, hub
 
 
@@ -187,7 +187,7 @@ def test_minicpm_v26_loads_on_a_torch_without_functional_list(monkeypatch: pytes
         import_remote_code(FakeMiniCPMV26.remote_code)  # what loading the real code does on torch 2.14
     fake = FakeMiniCPMV26()
     FakeHub(monkeypatch, AutoModel=fake, AutoTokenizer=fake.tokenizer)
-    adapter = adapter_for("minicpm_v").load(catalogue_spec("minicpm-v-2.6"), "cpu", None)
+    adapter = adapter_for("minicpm_v").load(catalogue_spec("minicpm-v-2.6"), "cpu")
     assert functional.List is list  # put back before the model's code was imported
     pieces, _ = run(adapter, [solid(RED)], max_new_tokens=16)
     assert "".join(pieces) == fake.answers[-1]
@@ -219,7 +219,7 @@ def test_minicpm_v26_sends_images_whole_when_slices_would_overflow(monkeypatch: 
     FakeHub(monkeypatch, AutoModel=fake, AutoTokenizer=fake.tokenizer)
     spec = ModelSpec.model_validate({**catalogue_spec("minicpm-v-2.6").model_dump(exclude={"budget"}),
                                      "budget": {"context_tokens": 2048}})
-    adapter = adapter_for("minicpm_v").load(spec, "cpu", None)
+    adapter = adapter_for("minicpm_v").load(spec, "cpu")
     photos = [solid((40 * i, 90, 200), (1920, 1080)) for i in range(4)]  # ~600 tokens each when sliced
     _, finish = run(adapter, photos, max_new_tokens=256)
     assert fake.calls[-1]["max_slice_nums"] == 1
@@ -264,7 +264,7 @@ def minicpm2(monkeypatch: pytest.MonkeyPatch) -> MiniCPM2:
     fake = FakeMiniCPMV2()
     FakeHub(monkeypatch, AutoModel=fake, AutoTokenizer=fake.tokenizer)
     spec = make_spec("minicpm_v", multi_image=False, repo="openbmb/MiniCPM-V-2")
-    return adapter_for("minicpm_v").load(spec, "cpu", None), fake
+    return adapter_for("minicpm_v").load(spec, "cpu"), fake
 
 
 def test_minicpm_v2_gets_one_grid_image_and_a_string_question(minicpm2: MiniCPM2) -> None:
@@ -307,7 +307,7 @@ def molmo(monkeypatch: pytest.MonkeyPatch) -> Molmo:
     processor = FakeMolmoProcessor()
     fake = FakeMolmo(processor.tokenizer)
     hub = FakeHub(monkeypatch, AutoProcessor=processor, AutoModelForCausalLM=fake)
-    adapter = adapter_for("molmo").load(make_spec("molmo", repo="allenai/Molmo-7B-D-0924"), "cpu", None)
+    adapter = adapter_for("molmo").load(make_spec("molmo", repo="allenai/Molmo-7B-D-0924"), "cpu")
     return adapter, fake, processor, hub
 
 
@@ -388,8 +388,8 @@ def test_molmo_pixels_follow_the_model_dtype(monkeypatch: pytest.MonkeyPatch) ->
     processor = FakeMolmoProcessor()
     fake = FakeMolmo(processor.tokenizer)
     FakeHub(monkeypatch, AutoProcessor=processor, AutoModelForCausalLM=fake)
-    adapter = adapter_for("molmo").load(make_spec("molmo"), "cpu", torch.bfloat16)
-    assert fake.dtype is torch.bfloat16
+    adapter = adapter_for("molmo").load(make_spec("molmo"), "cpu")
+    fake.dtype = torch.bfloat16  # as the model is on a GPU, where the entry's bfloat16 is kept
     run(adapter, [solid(RED)], max_new_tokens=8)
     assert fake.calls[-1]["batch"]["images"].dtype is torch.bfloat16
 
@@ -402,7 +402,7 @@ def moondream2(monkeypatch: pytest.MonkeyPatch) -> Moondream2:
     """The catalogue's moondream2 entry (revision 2025-01-09) against a fake of that revision."""
     fake = FakeMoondream2()
     hub = FakeHub(monkeypatch, AutoModelForCausalLM=fake, AutoTokenizer=OSError("no tokenizer files"))
-    adapter = adapter_for("moondream").load(catalogue_spec("moondream2"), "cpu", None)
+    adapter = adapter_for("moondream").load(catalogue_spec("moondream2"), "cpu")
     return adapter, fake, hub
 
 
@@ -489,7 +489,7 @@ def test_moondream2_sampling_revision_gets_temperature_and_top_p(monkeypatch: py
     FakeHub(monkeypatch, AutoModelForCausalLM=fake, AutoTokenizer=OSError("no tokenizer files"))
     spec = ModelSpec.model_validate({**catalogue_spec("moondream2").model_dump(exclude={"supports"}),
                                      "revision": "2025-04-14", "supports": {"sampling": True}})
-    adapter = adapter_for("moondream").load(spec, "cpu", None)
+    adapter = adapter_for("moondream").load(spec, "cpu")
     first, finish = run(adapter, [solid(RED)], max_new_tokens=64, temperature=0.6, top_p=0.5, seed=11)
     assert fake.calls[-1]["settings"] == {"max_tokens": 64, "temperature": 0.6, "top_p": 0.5}
     assert finish.applied["decoding"] == "sampling" and finish.applied["seed"] == 11
@@ -505,7 +505,7 @@ def test_moondream2_sampling_revision_gets_temperature_and_top_p(monkeypatch: py
 def load_legacy(monkeypatch: pytest.MonkeyPatch, fake: FakeMoondream2Legacy,
                 repo: str = "vikhyatk/moondream2") -> tuple[Adapter, FakeHub]:
     hub = FakeHub(monkeypatch, AutoModelForCausalLM=fake, AutoTokenizer=fake.tokenizer)
-    return adapter_for("moondream").load(make_spec("moondream", repo=repo), "cpu", None), hub
+    return adapter_for("moondream").load(make_spec("moondream", repo=repo), "cpu"), hub
 
 
 def test_moondream2_legacy_answer_question(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -575,7 +575,7 @@ def internvl2(monkeypatch: pytest.MonkeyPatch) -> InternVL2:
     fake = FakeInternVL2()
     hub = FakeHub(monkeypatch, AutoModel=fake, AutoTokenizer=fake.tokenizer)
     spec = make_spec("internvl2", multi_image=True, repo="OpenGVLab/InternVL2-2B")
-    return adapter_for("internvl2").load(spec, "cpu", None), fake, hub
+    return adapter_for("internvl2").load(spec, "cpu"), fake, hub
 
 
 def test_internvl2_loads_slow_tokenizer(internvl2: InternVL2) -> None:
@@ -644,7 +644,8 @@ def test_internvl2_sampling_cancel_and_length(internvl2: InternVL2) -> None:
 def test_internvl2_pixels_follow_the_model_dtype(monkeypatch: pytest.MonkeyPatch) -> None:
     fake = FakeInternVL2()
     FakeHub(monkeypatch, AutoModel=fake, AutoTokenizer=fake.tokenizer)
-    adapter = adapter_for("internvl2").load(make_spec("internvl2", multi_image=True), "cpu", torch.bfloat16)
+    adapter = adapter_for("internvl2").load(make_spec("internvl2", multi_image=True), "cpu")
+    fake.dtype = torch.bfloat16  # as the model is on a GPU, where the entry's bfloat16 is kept
     run(adapter, [solid(RED, (448, 448))], max_new_tokens=8)
     assert fake.calls[-1]["pixel_values"].dtype is torch.bfloat16
 
@@ -712,7 +713,7 @@ def test_remote_code_import_error_names_the_runtime(monkeypatch: pytest.MonkeyPa
                         "environment: flash_attn")
     FakeHub(monkeypatch, **others, **{model_class: error})
     with pytest.raises(ModelLoadError) as raised:
-        adapter_for(family).load(make_spec(family, repo="org/needs-flash-attn"), "cpu", None)
+        adapter_for(family).load(make_spec(family, repo="org/needs-flash-attn"), "cpu")
     message = str(raised.value)
     assert "org/needs-flash-attn" in message and "runtime 'hf-4.48'" in message and "flash_attn" in message
     assert isinstance(raised.value.__cause__, ImportError)
@@ -722,4 +723,4 @@ def test_moondream_legacy_without_tokenizer_is_a_load_error(monkeypatch: pytest.
     FakeHub(monkeypatch, AutoModelForCausalLM=FakeMoondream1(),
             AutoTokenizer=OSError("vikhyatk/moondream1 does not appear to have a file named tokenizer.json"))
     with pytest.raises(ModelLoadError, match="tokenizer.json"):
-        adapter_for("moondream").load(make_spec("moondream", repo="vikhyatk/moondream1"), "cpu", None)
+        adapter_for("moondream").load(make_spec("moondream", repo="vikhyatk/moondream1"), "cpu")

@@ -91,8 +91,8 @@ class ThrottledAdapter(GenericAdapter):
     """A real model that pauses `STEP_S` before every forward pass: slow, healthy, cancellable (a fake)."""
 
     @classmethod
-    def load(cls, spec: ModelSpec, device: str, dtype: Any = None) -> ThrottledAdapter:
-        adapter = super().load(spec, device, dtype)
+    def load(cls, spec: ModelSpec, device: str) -> ThrottledAdapter:
+        adapter = super().load(spec, device)
         forward = adapter.model.forward
 
         @functools.wraps(forward)  # `generate` checks its arguments against forward's signature

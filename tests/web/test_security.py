@@ -70,7 +70,7 @@ def test_access_token_is_required_when_set(tiny_catalog_path, tmp_path):
 
 
 def test_request_body_over_the_limit_is_refused_while_reading(open_client):
-    limit = open_client.app.state.settings.limits.max_request_bytes
+    limit = open_client.app.state.services.settings.limits.max_request_bytes
 
     def body():
         chunk = b"x" * (1024 * 1024)

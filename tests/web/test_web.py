@@ -61,7 +61,7 @@ def client(catalog_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Iter
 def stored(client: TestClient, prompt: str = "What is this?", models=("tiny-qwen2-vl", "tiny-llava"),
            name: str = "cat.png", text: str = "An answer.", status: str = "done", blind: bool = False) -> dict:
     """A finished comparison written straight to the store (no model runs)."""
-    state = client.app.state
+    state = client.app.state.services
     image = StoredImageInput(name, png_bytes((200, 30, 30)), "PNG", 48, 40)
     params = {"max_new_tokens": 16, "temperature": 0.0, "top_p": 1.0, "seed": 0}
     created = comparisons.create_comparison(state.engine, state.settings.data_dir, prompt, params, "ann", blind,
@@ -95,7 +95,7 @@ def sse_events(client: TestClient, comparison_id: int) -> list[tuple[str, str]]:
 
 
 def comparison_count(client: TestClient) -> int:
-    return comparisons.count_comparisons(client.app.state.engine)
+    return comparisons.count_comparisons(client.app.state.services.engine)
 
 
 # ---------------------------------------------------------------- the page
@@ -118,7 +118,7 @@ def test_page_lists_every_model_with_its_figures_and_badges(client: TestClient) 
     assert re.search(r'value="huge" disabled', text) and "ms-too-large" in text
     assert "the pool&#39;s budget is 1.2 GB" in text
     assert "mmmu 41.1" in text and "docvqa 90.1" in text and "en zh fr" in text
-    assert client.app.state.settings.limits.help_text().replace("'", "&#39;") in text
+    assert client.app.state.services.settings.limits.help_text().replace("'", "&#39;") in text
     assert "pool 0.0 / 1.2 GB · 0 resident" in text
     assert 'href="/export/ratings.csv"' in text and 'href="/history"' in text
 
@@ -198,7 +198,7 @@ def test_compare_from_the_page_streams_and_escapes(client: TestClient) -> None:
     assert "rater=Zo%C3%AB" in response.headers["set-cookie"]
     events = sse_events(client, comparison_id)
     assert events[-1][0] == "end"
-    stored_comparison = comparisons.get_comparison(client.app.state.engine, comparison_id)
+    stored_comparison = comparisons.get_comparison(client.app.state.services.engine, comparison_id)
     assert stored_comparison["rater"] == "Zoë"
     for output in stored_comparison["outputs"]:
         assert output["status"] == "done", output
@@ -272,7 +272,7 @@ def test_rating_is_saved_changed_and_refused_with_the_field_named(client: TestCl
     assert "rater=Bea" in saved.headers["set-cookie"]
     changed = client.post(url, data={"score": "2", "note": "", "rater": "Bea"}, headers=HX)
     assert changed.status_code == 200 and f'id="score-{output_id}-2" class="star-input" checked' in changed.text
-    ratings = comparisons.get_comparison(client.app.state.engine, comparison["id"])["outputs"][0]["ratings"]
+    ratings = comparisons.get_comparison(client.app.state.services.engine, comparison["id"])["outputs"][0]["ratings"]
     assert [(r["score"], r["note"], r["rater"]) for r in ratings] == [(2, "", "Bea")]
     for score in ("7", "0", "abc", ""):
         refused = client.post(url, data={"score": score, "note": "kept", "rater": "Bea"}, headers=HX)
@@ -281,7 +281,7 @@ def test_rating_is_saved_changed_and_refused_with_the_field_named(client: TestCl
         assert ">kept</textarea>" in refused.text
     long_note = client.post(url, data={"score": "3", "note": "x" * 10_001, "rater": "Bea"}, headers=HX)
     assert long_note.status_code == 422 and "note: at most 10000 characters" in long_note.text
-    ratings = comparisons.get_comparison(client.app.state.engine, comparison["id"])["outputs"][0]["ratings"]
+    ratings = comparisons.get_comparison(client.app.state.services.engine, comparison["id"])["outputs"][0]["ratings"]
     assert [(r["score"], r["rater"]) for r in ratings] == [(2, "Bea")]
     assert client.post("/outputs/999999/rating", data={"score": "3"}, headers=HX).status_code == 404
 
@@ -295,7 +295,7 @@ def test_rater_cookie_names_the_rater_on_the_page_and_in_ratings(client: TestCli
         comparison = stored(client)
         output_id = comparison["outputs"][0]["id"]
         assert client.post(f"/outputs/{output_id}/rating", data={"score": "5"}, headers=HX).status_code == 200
-        rating = comparisons.get_comparison(client.app.state.engine, comparison["id"])["outputs"][0]["ratings"][0]
+        rating = comparisons.get_comparison(client.app.state.services.engine, comparison["id"])["outputs"][0]["ratings"][0]
         assert rating["rater"] == "Zoë 李"
     finally:
         client.cookies.clear()
@@ -398,7 +398,7 @@ def test_a_comparison_the_page_left_is_stopped(client: TestClient, monkeypatch: 
     """When no page follows a comparison it started, its answers stop (and free their workers)."""
     import time
 
-    monkeypatch.setattr(client.app.state.runner, "abandon_after_s", 0.2)
+    monkeypatch.setattr(client.app.state.services.runner, "abandon_after_s", 0.2)
     files = [("images", ("a.png", png_bytes((1, 2, 3)), "image/png"))]
     data = {"prompt": "go on and on", "models": ["tiny-qwen2-vl"], "max_new_tokens": "2048"}
     assert client.post("/compare", data=data, files=files, headers=HX).status_code == 200
@@ -409,7 +409,7 @@ def test_a_comparison_the_page_left_is_stopped(client: TestClient, monkeypatch: 
                 break
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        output = comparisons.get_comparison(client.app.state.engine, comparison_id)["outputs"][0]
+        output = comparisons.get_comparison(client.app.state.services.engine, comparison_id)["outputs"][0]
         if output["status"] not in ("queued", "loading", "generating"):
             break
         time.sleep(0.2)
@@ -419,7 +419,7 @@ def test_a_comparison_the_page_left_is_stopped(client: TestClient, monkeypatch: 
 
 def test_an_empty_answer_says_why_instead_of_leaving_the_panel_blank(client: TestClient) -> None:
     comparison = stored(client, text="", models=("tiny-paligemma",))
-    outputs.update_output(client.app.state.engine, comparison["outputs"][0]["id"], tokens=1)
+    outputs.update_output(client.app.state.services.engine, comparison["outputs"][0]["id"], tokens=1)
     page = client.get(f"/comparisons/{comparison['id']}").text
     assert "The model returned an empty answer: its first token was end-of-text" in page
     assert "which random weights often do" in page  # a tiny demo model
@@ -430,7 +430,7 @@ def test_the_panel_and_the_api_say_which_settings_were_really_applied(client: Te
     comparison = stored(client, models=("tiny-qwen2-vl",))
     applied = {"max_new_tokens": 16, "temperature": 0.0, "top_p": 1.0, "seed": None, "decoding": "greedy",
                "notes": ["greedy only: temperature 0.8 and top_p 0.9 ignored"]}
-    outputs.update_output(client.app.state.engine, comparison["outputs"][0]["id"], params=applied)
+    outputs.update_output(client.app.state.services.engine, comparison["outputs"][0]["id"], params=applied)
     page = client.get(f"/comparisons/{comparison['id']}").text
     assert "greedy only: temperature 0.8 and top_p 0.9 ignored" in page
     body = client.get(f"/api/comparisons/{comparison['id']}").json()

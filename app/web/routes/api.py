@@ -5,42 +5,34 @@ from __future__ import annotations
 import asyncio
 from datetime import datetime
 from typing import Any
-from urllib.parse import unquote
 
 from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import JSONResponse, StreamingResponse
-from pydantic import BaseModel, Field
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.compare.validation import MAX_ID, InputError, RowId, Upload
+from app.core.catalog import model_summary
 from app.storage import comparisons, ratings
 from app.storage.export import ratings_csv_rows
+from app.web.deps import CatalogDep, EngineDep, PoolDep, RaterDep, RunnerDep, ServicesDep, rater_of, services
+from app.web.schemas import (
+    ComparisonOut,
+    ComparisonPage,
+    HealthOut,
+    ModelOut,
+    PoolOut,
+    RatingIn,
+    RatingOut,
+    Refusal,
+)
 
 router = APIRouter()
 
 
-class RatingIn(BaseModel):
-    score: int = Field(ge=1, le=5, description="1 (worst) to 5 (best)")
-    note: str = Field(default="", max_length=10_000)
-    rater: str | None = Field(default=None, max_length=200)
-
-
-RATER_MAX_CHARS = 200
-
-
-def rater_of(request: Request, given: str | None = None) -> str:
-    """The rater named in the request, else the page's cookie, else the default name.
-
-    Control characters (NUL among them, which PostgreSQL text cannot hold) are dropped."""
-    cookie = unquote(request.cookies.get("rater") or "")  # the page stores it percent-encoded
-    name = "".join(ch for ch in (given or cookie) if ch.isprintable()).strip()[:RATER_MAX_CHARS]
-    return name or request.app.state.settings.default_rater
-
-
 async def read_comparison_form(request: Request) -> tuple[str | None, list[Upload], list[str], dict[str, Any], bool]:
     """The multipart fields of a comparison: prompt, images, models, generation settings, blind."""
-    limits = request.app.state.settings.limits
+    limits = services(request).settings.limits
     most_files = limits.max_images * 4
     try:
         form = await request.form(max_files=most_files, max_fields=200)
@@ -93,14 +85,21 @@ def refusal(exc: InputError) -> JSONResponse:
                         status_code=exc.status_code)
 
 
-@router.post("/api/comparisons", status_code=201, tags=["comparisons"])
-async def create_comparison(request: Request) -> JSONResponse:
+REFUSALS: dict[int | str, dict[str, Any]] = {
+    413: {"model": Refusal, "description": "too large: names the file or field and the limit"},
+    422: {"model": Refusal, "description": "not acceptable: names the field and what is wrong"},
+}
+NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"model": Refusal, "description": "no such id"}}
+
+
+@router.post("/api/comparisons", status_code=201, tags=["comparisons"], response_model=ComparisonOut,
+             responses=REFUSALS)
+async def create_comparison(request: Request, runner: RunnerDep, engine: EngineDep, rater: RaterDep) -> JSONResponse:
     """Multipart: prompt, images (files), models (repeated ids), max_new_tokens, temperature, top_p, seed.
     Waits for every answer; 201 with the comparison and its outputs."""
-    runner = request.app.state.runner
     try:
         prompt, uploads, models, params, blind = await read_comparison_form(request)
-        comparison_id = await runner.submit(prompt, uploads, models, params, rater_of(request), blind)
+        comparison_id = await runner.submit(prompt, uploads, models, params, rater, blind)
     except InputError as exc:
         return refusal(exc)
     waiting = asyncio.create_task(runner.wait(comparison_id))
@@ -108,35 +107,36 @@ async def create_comparison(request: Request) -> JSONResponse:
         await asyncio.wait({waiting}, timeout=0.5)
         if not waiting.done() and await request.is_disconnected():
             runner.cancel(comparison_id, "the client went away")
-    comparison = await asyncio.to_thread(comparisons.get_comparison, request.app.state.engine, comparison_id)
+    comparison = await asyncio.to_thread(comparisons.get_comparison, engine, comparison_id)
     return JSONResponse(comparison_body(comparison), status_code=201)
 
 
-@router.get("/api/comparisons", tags=["comparisons"])
-async def list_comparisons(request: Request, limit: int = Query(50, ge=1, le=500),
+@router.get("/api/comparisons", tags=["comparisons"], response_model=ComparisonPage)
+async def list_comparisons(engine: EngineDep, limit: int = Query(50, ge=1, le=500),
                            offset: int = Query(0, ge=0, le=MAX_ID)) -> dict[str, Any]:
-    engine = request.app.state.engine
     items = await asyncio.to_thread(comparisons.list_comparisons, engine, limit, offset)
     total = await asyncio.to_thread(comparisons.count_comparisons, engine)
     return {"total": total, "items": [{**item, "created_at": _iso(item["created_at"])} for item in items]}
 
 
-@router.get("/api/comparisons/{comparison_id}", tags=["comparisons"])
-async def get_comparison(request: Request, comparison_id: RowId) -> dict[str, Any]:
+@router.get("/api/comparisons/{comparison_id}", tags=["comparisons"], response_model=ComparisonOut,
+            responses=NOT_FOUND)
+async def get_comparison(engine: EngineDep, comparison_id: RowId) -> dict[str, Any]:
     try:
-        comparison = await asyncio.to_thread(comparisons.get_comparison, request.app.state.engine, comparison_id)
+        comparison = await asyncio.to_thread(comparisons.get_comparison, engine, comparison_id)
     except LookupError:
         raise HTTPException(404, f"comparison {comparison_id} not found") from None
     return comparison_body(comparison)
 
 
-@router.post("/api/outputs/{output_id}/rating", status_code=201, tags=["ratings"])
-async def rate_output(request: Request, output_id: RowId, rating: RatingIn) -> JSONResponse:
+@router.post("/api/outputs/{output_id}/rating", status_code=201, tags=["ratings"], response_model=RatingOut,
+             responses={200: {"model": RatingOut, "description": "the rater's earlier rating, replaced"},
+                        **NOT_FOUND, 422: REFUSALS[422]})
+async def rate_output(request: Request, engine: EngineDep, output_id: RowId, rating: RatingIn) -> JSONResponse:
     """One rating per output and rater: rating again as the same rater replaces it (200)."""
     rater = rater_of(request, rating.rater)
     try:
-        saved, created = await asyncio.to_thread(ratings.rate, request.app.state.engine, output_id, rating.score,
-                                                 rating.note, rater)
+        saved, created = await asyncio.to_thread(ratings.rate, engine, output_id, rating.score, rating.note, rater)
     except LookupError:
         raise HTTPException(404, f"output {output_id} not found") from None
     except ValueError as exc:
@@ -146,40 +146,30 @@ async def rate_output(request: Request, output_id: RowId, rating: RatingIn) -> J
     return JSONResponse(body, status_code=201 if created else 200)
 
 
-@router.get("/api/models", tags=["models"])
-async def list_models(request: Request) -> list[dict[str, Any]]:
-    state = request.app.state
-    rows = []
-    for spec in state.catalog.models:
-        unreachable = state.reachability.get(spec.id)
-        rows.append({
-            "id": spec.id, "name": spec.name, "repo": spec.repo, "original_repo": spec.original_repo,
-            "revision": spec.revision, "family": spec.family, "min_gpu_gb": spec.min_gpu_gb,
-            "min_gpu_gb_source": spec.min_gpu_gb_source, "planned_gb": state.pool.sizes.planned_gb(spec),
-            "languages": spec.languages, "languages_note": spec.languages_note, "multi_image": spec.multi_image,
-            "trust_remote_code": spec.trust_remote_code, "runtime": spec.runtime, "endpoint": spec.endpoint,
-            "scores": spec.scores, "tiny": spec.tiny, "available": spec.available and unreachable is None,
-            "unavailable_reason": unreachable, "pool_state": state.pool.state_of(spec.id),
-        })
-    return rows
+@router.get("/api/models", tags=["models"], response_model=list[ModelOut])
+async def list_models(running: ServicesDep) -> list[dict[str, Any]]:
+    return [{**model_summary(spec), "planned_gb": running.pool.sizes.planned_gb(spec),
+             "available": spec.available and running.reachability.get(spec.id) is None,
+             "unavailable_reason": running.reachability.get(spec.id), "pool_state": running.pool.state_of(spec.id)}
+            for spec in running.catalog.models]
 
 
-@router.get("/api/pool", tags=["models"])
-async def pool_status(request: Request) -> dict[str, Any]:
-    return request.app.state.pool.status()
+@router.get("/api/pool", tags=["models"], response_model=PoolOut)
+async def pool_status(pool: PoolDep) -> dict[str, Any]:
+    return pool.status()
 
 
-@router.get("/health", tags=["health"])
-async def health(request: Request) -> dict[str, Any]:
-    status = request.app.state.pool.status()
-    return {"status": "ok", "models": len(request.app.state.catalog.models), "resident": len(status["resident"])}
+@router.get("/health", tags=["health"], response_model=HealthOut)
+async def health(pool: PoolDep, catalog: CatalogDep) -> dict[str, Any]:
+    return {"status": "ok", "models": len(catalog.models), "resident": len(pool.status()["resident"])}
 
 
-@router.get("/export/ratings.csv", tags=["ratings"])
-async def export_ratings(request: Request, model: str | None = None, since: datetime | None = None,
+@router.get("/export/ratings.csv", tags=["ratings"], response_class=StreamingResponse,
+            responses={200: {"content": {"text/csv": {}}, "description": "one row per rating"}})
+async def export_ratings(engine: EngineDep, model: str | None = None, since: datetime | None = None,
                          until: datetime | None = None) -> StreamingResponse:
     """Every rating, one row each, streamed; optional filters by model and date."""
-    rows = ratings_csv_rows(request.app.state.engine, model=model, since=since, until=until)
+    rows = ratings_csv_rows(engine, model=model, since=since, until=until)
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     return StreamingResponse(_in_thread(rows), media_type="text/csv; charset=utf-8",
                              headers={"Content-Disposition": f'attachment; filename="ratings-{stamp}.csv"'})

@@ -22,6 +22,7 @@ from app.core.generation import Finish
 from app.core.protocol import ChatRequest, ChunkWriter, ProtocolError, chat_input, error_body, sse_answer, whole_answer
 from app.pool.client import BackendError
 from app.pool.pool import Busy, PoolError, TooLarge
+from app.web.deps import services
 
 router = APIRouter(prefix="/v1", tags=["openai"])
 
@@ -32,7 +33,7 @@ def _error(message: str, status: int, kind: str = "invalid_request_error", code:
 
 @router.get("/models")
 async def models(request: Request) -> dict[str, Any]:
-    state = request.app.state
+    state = services(request)
     data = [{"id": spec.id, "object": "model", "owned_by": spec.repo or "vlm-playground", "created": 0}
             for spec in state.catalog.models if state.reachability.get(spec.id) is None]
     return {"object": "list", "data": data}
@@ -41,7 +42,7 @@ async def models(request: Request) -> dict[str, Any]:
 @router.post("/chat/completions", response_model=None)
 async def chat_completions(request: Request) -> JSONResponse | EventSourceResponse:
     """OpenAI chat completions with `image_url` data URLs; `stream` true or false."""
-    state = request.app.state
+    state = services(request)
     try:
         chat = ChatRequest.model_validate(await request.json())
         wanted = chat_input(chat)

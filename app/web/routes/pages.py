@@ -22,13 +22,15 @@ from fastapi.templating import Jinja2Templates
 from markupsafe import escape
 from PIL import Image as PILImage
 
+from app.compare.runner import EventKind
 from app.compare.validation import MAX_ID, InputError, RowId, Upload
 from app.core.catalog import ModelSpec
 from app.pool.pool import PoolError
 from app.storage import comparisons, files, ratings
 from app.storage.db import session
 from app.storage.tables import FINISHED_STATUSES, UNFINISHED_STATUSES, Output
-from app.web.routes.api import RATER_MAX_CHARS, rater_of, read_comparison_form
+from app.web.deps import RATER_MAX_CHARS, rater_of, services
+from app.web.routes.api import read_comparison_form
 from app.web.templating import TEMPLATES_DIR
 
 HISTORY_PAGE_SIZE = 20
@@ -95,14 +97,14 @@ def error_slot(field: str) -> str:
 
 
 def pool_view(request: Request) -> dict[str, Any]:
-    status = request.app.state.pool.status()
+    status = services(request).pool.status()
     return {"budget_gb": status["budget_gb"], "used_gb": status["used_gb"], "free_gb": status["free_gb"],
             "resident": status["resident"], "failures": status.get("failures", {})}
 
 
 def models_view(request: Request) -> list[dict[str, Any]]:
     """Each catalogue model as the picker shows it: memory figure, state, languages, scores, badges."""
-    state = request.app.state
+    state = services(request)
     pool, budget = state.pool, state.pool.budget_gb
     reachability = getattr(state, "reachability", {}) or {}
     failures = pool.status().get("failures", {})
@@ -152,7 +154,7 @@ def capability_badges(spec: ModelSpec) -> list[tuple[str, str]]:
 
 
 def _model_names(request: Request) -> dict[str, str]:
-    return {spec.id: spec.name for spec in request.app.state.catalog.models}
+    return {spec.id: spec.name for spec in services(request).catalog.models}
 
 
 def _blind_order(comparison_id: int, output_id: int) -> str:
@@ -162,7 +164,7 @@ def _blind_order(comparison_id: int, output_id: int) -> str:
 def panels_view(request: Request, comparison: dict[str, Any], rater: str) -> list[dict[str, Any]]:
     """The comparison's outputs as panels; blind ones in a fixed shuffled order, named once rated."""
     names = _model_names(request)
-    tiny = {spec.id for spec in request.app.state.catalog.models if spec.tiny}
+    tiny = {spec.id for spec in services(request).catalog.models if spec.tiny}
     outputs = list(comparison["outputs"])
     blind = bool(comparison["blind"])
     if blind:
@@ -191,7 +193,7 @@ def comparison_view(request: Request, comparison: dict[str, Any], rater: str) ->
 
 
 def base_context(request: Request, **extra: Any) -> dict[str, Any]:
-    settings = request.app.state.settings
+    settings = services(request).settings
     return {"request": request, "rater": current_rater(request), "pool": pool_view(request), "demo": settings.demo,
             "limits": settings.limits, "limits_help": settings.limits.help_text(), "error_slots": ERROR_SLOTS,
             **extra}
@@ -212,7 +214,7 @@ def _form_values(prompt: str | None, models: list[str], params: dict[str, Any], 
 
 async def _comparison(request: Request, comparison_id: int) -> dict[str, Any]:
     try:
-        return await asyncio.to_thread(comparisons.get_comparison, request.app.state.engine, comparison_id)
+        return await asyncio.to_thread(comparisons.get_comparison, services(request).engine, comparison_id)
     except LookupError:
         raise HTTPException(404, f"comparison {comparison_id} not found") from None
 
@@ -233,7 +235,7 @@ async def playground(request: Request) -> HTMLResponse:
 @router.post("/compare", response_class=HTMLResponse)
 async def compare(request: Request) -> Response:
     """Start a comparison from the page's form: its panels (htmx) or a redirect to its page."""
-    runner = request.app.state.runner
+    runner = services(request).runner
     prompt: str | None = None
     uploads: list[Upload] = []
     models: list[str] = []
@@ -269,7 +271,7 @@ async def compare(request: Request) -> Response:
 async def comparison_page(request: Request, comparison_id: RowId) -> Response:
     """One comparison, finished or still streaming; the form is filled in with its prompt and models."""
     try:
-        comparison = await asyncio.to_thread(comparisons.get_comparison, request.app.state.engine, comparison_id)
+        comparison = await asyncio.to_thread(comparisons.get_comparison, services(request).engine, comparison_id)
     except LookupError:
         return _not_found(request, f"There is no comparison {comparison_id}.")
     view = comparison_view(request, comparison, current_rater(request))
@@ -310,7 +312,7 @@ class _PanelSource:
         self.panels = {p["id"]: p for p in panels_view(request, comparison, rater)}
 
     async def refresh(self) -> None:
-        engine = self.request.app.state.engine
+        engine = services(self.request).engine
         comparison = await asyncio.to_thread(comparisons.get_comparison, engine, self.comparison_id)
         self.panels = {p["id"]: p for p in panels_view(self.request, comparison, self.rater)}
 
@@ -335,22 +337,22 @@ async def comparison_events(request: Request, comparison_id: RowId,
                             comparison: dict[str, Any] = Depends(_existing_comparison)) -> AsyncIterator[
                                 ServerSentEvent]:
     """The panels' live updates: state lines and footers as escaped HTML, text pieces as JSON."""
-    runner = request.app.state.runner
+    runner = services(request).runner
     source = _PanelSource(request, comparison, current_rater(request))
     async for event in runner.subscribe(comparison_id):
-        if event.kind == "end":
+        if event.kind == EventKind.END:
             yield ServerSentEvent(raw_data="end", event="end")
             return
         oid = event.output_id
         finished = event.state in FINISHED_STATUSES
-        if finished and event.kind in ("snapshot", "done", "error"):
+        if finished and event.kind in (EventKind.SNAPSHOT, EventKind.DONE, EventKind.ERROR):
             await source.refresh()
-        if event.kind == "text":
+        if event.kind == EventKind.TEXT:
             yield _text_event(oid, append=event.text)
             continue
-        if event.kind in ("snapshot", "state", "done", "error"):
+        if event.kind in (EventKind.SNAPSHOT, EventKind.STATE, EventKind.DONE, EventKind.ERROR):
             yield _state_event(source.panel(oid, event.state, event.info))
-        if event.kind == "snapshot":
+        if event.kind == EventKind.SNAPSHOT:
             yield _text_event(oid, set=event.text)
         if finished and oid in source.panels:
             yield source.foot_event(oid)
@@ -367,7 +369,7 @@ def _output_row(engine: Any, output_id: int) -> Output | None:
 @router.post("/outputs/{output_id}/rating", response_class=HTMLResponse)
 async def rate_output(request: Request, output_id: RowId) -> Response:
     """Save the current rater's score and note; the rating form comes back saying "saved" (422 naming the field)."""
-    engine = request.app.state.engine
+    engine = services(request).engine
     form = await request.form()
     rater = current_rater(request, form.get("rater"))
     raw_score, note = form.get("score"), form.get("note") or ""
@@ -426,7 +428,7 @@ async def set_rater(request: Request) -> Response:
 @router.get("/history", response_class=HTMLResponse)
 async def history(request: Request, page: int = 1) -> HTMLResponse:
     """Past comparisons, newest first, with thumbnails, prompt, models and ratings."""
-    engine = request.app.state.engine
+    engine = services(request).engine
     page = min(max(1, page), MAX_ID // HISTORY_PAGE_SIZE)
     items = await asyncio.to_thread(comparisons.list_comparisons, engine, HISTORY_PAGE_SIZE,
                                     (page - 1) * HISTORY_PAGE_SIZE)
@@ -453,7 +455,7 @@ _MIME_BY_EXTENSION = {ext.lstrip("."): PILImage.MIME.get(fmt) for ext, fmt in PI
 async def image(request: Request, sha256: str) -> FileResponse:
     """A stored image by its hash (never by the uploaded name)."""
     try:
-        path = files.image_path(request.app.state.settings.data_dir, sha256)
+        path = files.image_path(services(request).settings.data_dir, sha256)
     except (ValueError, FileNotFoundError):
         raise HTTPException(404, "no such image") from None
     media_type = _MIME_BY_EXTENSION.get(path.suffix.lstrip(".").lower()) or "application/octet-stream"

@@ -1,0 +1,79 @@
+"""The services a request needs, typed: routes take them as `Annotated` dependencies, never from
+`request.app.state` directly."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated
+from urllib.parse import unquote
+
+from fastapi import Depends, Request
+from sqlalchemy import Engine
+
+from app.compare.runner import ComparisonRunner
+from app.core.catalog import Catalog
+from app.core.settings import Settings
+from app.pool.pool import ModelPool
+
+RATER_MAX_CHARS = 200
+
+
+@dataclass(frozen=True)
+class Services:
+    """Everything the app builds at start-up and routes use."""
+
+    settings: Settings
+    catalog: Catalog
+    engine: Engine
+    pool: ModelPool
+    runner: ComparisonRunner
+    reachability: dict[str, str | None]  # model id → why it cannot be loaded here (None: it can)
+
+
+def services(request: Request) -> Services:
+    """The app's services (set by `create_app`'s start-up)."""
+    found = request.app.state.services
+    assert isinstance(found, Services)
+    return found
+
+
+def rater_of(request: Request, given: str | None = None) -> str:
+    """The rater named in the request, else the page's cookie, else the default name.
+
+    Control characters (NUL among them, which PostgreSQL text cannot hold) are dropped."""
+    cookie = unquote(request.cookies.get("rater") or "")  # the page stores it percent-encoded
+    name = "".join(ch for ch in (given or cookie) if ch.isprintable()).strip()[:RATER_MAX_CHARS]
+    return name or services(request).settings.default_rater
+
+
+def _settings(request: Request) -> Settings:
+    return services(request).settings
+
+
+def _catalog(request: Request) -> Catalog:
+    return services(request).catalog
+
+
+def _engine(request: Request) -> Engine:
+    return services(request).engine
+
+
+def _pool(request: Request) -> ModelPool:
+    return services(request).pool
+
+
+def _runner(request: Request) -> ComparisonRunner:
+    return services(request).runner
+
+
+def _rater(request: Request) -> str:
+    return rater_of(request)
+
+
+ServicesDep = Annotated[Services, Depends(services)]
+SettingsDep = Annotated[Settings, Depends(_settings)]
+CatalogDep = Annotated[Catalog, Depends(_catalog)]
+EngineDep = Annotated[Engine, Depends(_engine)]  # the store: storage functions take the engine
+PoolDep = Annotated[ModelPool, Depends(_pool)]
+RunnerDep = Annotated[ComparisonRunner, Depends(_runner)]
+RaterDep = Annotated[str, Depends(_rater)]  # from the cookie, else the default name
