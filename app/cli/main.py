@@ -111,7 +111,7 @@ def cmd_tiny_models(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from app.adapters import ModelLoadError, adapter_for
     from app.core.budget import InputTooLarge
-    from app.core.generation import GenerationParams
+    from app.core.generation import GenerationParams, StreamClock
     from app.core.images import ImageError, decode_image
 
     catalog = _catalog(args.models)
@@ -138,23 +138,23 @@ def cmd_run(args: argparse.Namespace) -> int:
         adapter = adapter_for(spec.family or "").load(spec, device)
     except ModelLoadError as exc:
         raise CommandError(f"cannot load {spec.id}: {exc}") from None
-    started = time.perf_counter()
-    first: float | None = None
+    clock = StreamClock()
     pieces: list[str] = []
     finish = None
     try:
         call = adapter.prepare(images, args.prompt, params)
     except InputTooLarge as exc:
         raise CommandError(str(exc)) from None
+    first: float | None = None
     for piece in adapter.run(call):
+        first, _ = clock.mark(piece)
         if isinstance(piece, str):
-            first = first if first is not None else time.perf_counter() - started
             pieces.append(piece)
             if not args.json:
                 print(piece, end="", flush=True)
         else:
             finish = piece
-    total = time.perf_counter() - started
+    total = clock.elapsed()
     if finish and finish.image_note:
         print(f"\n[{finish.image_note}]", file=sys.stderr)
     for note in (finish.applied or {}).get("notes", []) if finish else []:

@@ -30,7 +30,7 @@ from app.compare.validation import (
     check_prompt,
 )
 from app.core.catalog import Catalog, ModelSpec
-from app.core.generation import Finish, GenerationParams
+from app.core.generation import Finish, GenerationParams, StreamClock
 from app.core.protocol import ImagePart
 from app.core.settings import Limits
 from app.pool.client import BackendError
@@ -190,11 +190,7 @@ class ComparisonRunner:
                     finish, ttft, total = await asyncio.wait_for(
                         self._stream(run, output, backend, prompt, images, params), self.generation_timeout_s)
                 except TimeoutError:
-                    message = f"no answer within the generation time limit of {self.generation_timeout_s:g} s"
-                    # still holding the lease: the stuck worker is the one stopped, never a fresh one
-                    if await self.pool.discard(spec.id, message):
-                        message += "; its worker was restarted"
-                    await self._fail(run, output, message)
+                    await self._fail(run, output, await self.pool.timed_out(spec.id, self.generation_timeout_s))
                     return
         except (PoolError, BackendError) as exc:
             await self._fail(run, output, str(exc))
@@ -231,20 +227,18 @@ class ComparisonRunner:
 
     async def _stream(self, run: ComparisonRun, output: OutputRun, backend: Any, prompt: str,
                       images: list[ImagePart], params: GenerationParams) -> tuple[Finish, float | None, float]:
-        started = time.perf_counter()
-        first: float | None = None
+        clock = StreamClock()
         finish: Finish | None = None
         async for piece in backend.stream(prompt, images, params):
+            clock.mark(piece)
             if isinstance(piece, Finish):
                 finish = piece
                 continue
-            if first is None:
-                first = time.perf_counter() - started
             output.text.append(piece)
             run.publish(PanelEvent(output.output_id, output.spec.id, EventKind.TEXT, OutputStatus.GENERATING, piece))
         if finish is None:
             raise BackendError(f"{output.spec.id}: the answer ended without token counts")
-        return finish, first, time.perf_counter() - started
+        return finish, clock.first, clock.elapsed()
 
     def _record_runtime(self, output: OutputRun) -> None:
         info = self.pool.runtime_of(output.spec.id)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -69,3 +71,31 @@ class Call:
     @property
     def image_note(self) -> str | None:
         return "; ".join(self.image_notes) or None
+
+
+class StreamClock:
+    """Times one streamed answer from the moment it is made: time to the first text, and time so far."""
+
+    def __init__(self) -> None:
+        self.started = time.perf_counter()
+        self.first: float | None = None
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.started
+
+    def mark(self, piece: Piece) -> tuple[float | None, float]:
+        """(time to first text, elapsed) after `piece`; the first text piece sets the former."""
+        now = self.elapsed()
+        if self.first is None and isinstance(piece, str) and piece:
+            self.first = now
+        return self.first, now
+
+
+Timed = tuple[Piece, float | None, float]  # a piece, the time to first text, the time so far
+
+
+async def timed(pieces: AsyncIterator[Piece]) -> AsyncIterator[Timed]:
+    """Each piece of a streamed answer with the time to its first text and the time so far."""
+    clock = StreamClock()
+    async for piece in pieces:
+        yield (piece, *clock.mark(piece))

@@ -11,7 +11,7 @@ import binascii
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -224,3 +224,12 @@ async def whole_answer(answer: AsyncIterator[Timed], writer: ChunkWriter, failur
                             status_code=failure_status)
     return JSONResponse(error_body("the model ended without token counts", "model_error", "model_error"),
                         status_code=failure_status)
+
+
+def first_problem(errors: Sequence[Any], skip: tuple[str, ...] = ()) -> str:
+    """A pydantic validation error as one line naming the field: 'messages.0.content: Field required'."""
+    if not errors:
+        return "invalid request"
+    first = errors[0]
+    field = ".".join(str(part) for part in first["loc"] if part not in skip)
+    return f"{field}: {first['msg']}" if field else str(first["msg"])

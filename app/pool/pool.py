@@ -321,6 +321,14 @@ class ModelPool:
         await self._drain(resident)
         return True
 
+    async def timed_out(self, model_id: str, limit_s: float) -> str:
+        """An answer ran past the generation time limit: stop its (still leased, so never a fresh) worker,
+        and say so."""
+        message = f"no answer within the generation time limit of {limit_s:g} s"
+        if await self.discard(model_id, message):
+            message += "; its worker was restarted"
+        return message
+
     async def discard(self, model_id: str, reason: str) -> bool:
         """Stop a worker that misbehaves (hung past the time limit), leased or not; the next use reloads.
         False when the model has no local worker (remote, or already gone)."""

@@ -15,6 +15,7 @@ from fastapi.staticfiles import StaticFiles
 
 from app.compare.runner import ComparisonRunner
 from app.core.catalog import load_catalog
+from app.core.protocol import first_problem
 from app.core.settings import Settings
 from app.pool.launcher import ProcessLauncher
 from app.pool.pool import ModelPool, detect_budget_gb
@@ -94,9 +95,7 @@ def _error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
-        field = ".".join(str(p) for p in first["loc"] if p not in ("body", "query", "path"))
-        return JSONResponse({"detail": f"{field}: {first['msg']}" if field else first["msg"]}, status_code=422)
+        return JSONResponse({"detail": first_problem(exc.errors(), skip=("body", "query", "path"))}, status_code=422)
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> JSONResponse:

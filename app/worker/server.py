@@ -31,7 +31,7 @@ from pydantic import ValidationError
 from app.adapters.base import ModelLoadError
 from app.core.budget import InputTooLarge
 from app.core.catalog import ModelSpec, load_catalog
-from app.core.generation import Call, Finish, Piece
+from app.core.generation import Call, Piece, Timed, timed
 from app.core.images import ImageError, decode_image
 from app.core.protocol import (
     EVENT_PREFIX,
@@ -41,6 +41,7 @@ from app.core.protocol import (
     ProtocolError,
     chat_input,
     error_body,
+    first_problem,
     sse_answer,
     whole_answer,
 )
@@ -208,9 +209,7 @@ def create_worker_app(state: WorkerState, token: str | None = None) -> FastAPI:
             chat = ChatRequest.model_validate(await request.json())
             wanted = chat_input(chat)
         except ValidationError as exc:
-            first = exc.errors()[0]
-            field = ".".join(str(p) for p in first["loc"])
-            return JSONResponse(error_body(f"{field}: {first['msg']}"), status_code=400)
+            return JSONResponse(error_body(first_problem(exc.errors())), status_code=400)
         except (ProtocolError, ValueError) as exc:
             return JSONResponse(error_body(str(exc)), status_code=400)
         if not wanted.images:
@@ -223,7 +222,7 @@ def create_worker_app(state: WorkerState, token: str | None = None) -> FastAPI:
         except InputTooLarge as exc:
             return JSONResponse(error_body(str(exc), code="context_length_exceeded"), status_code=400)
         writer = ChunkWriter(chat.model or state.spec.id)
-        answer = timed(state, call)
+        answer = one_at_a_time(state, call)
         if chat.stream:
             return EventSourceResponse(sse_answer(answer, writer))
         return await whole_answer(answer, writer, failure_status=500)
@@ -231,18 +230,13 @@ def create_worker_app(state: WorkerState, token: str | None = None) -> FastAPI:
     return app
 
 
-async def timed(state: WorkerState, call: Call) -> AsyncIterator[tuple[Piece, float | None, float]]:
+async def one_at_a_time(state: WorkerState, call: Call) -> AsyncIterator[Timed]:
     """One generation at a time: each piece with the time to first token and the time so far."""
     async with state.gate:
         state.active += 1
         try:
-            started = time.perf_counter()
-            first: float | None = None
-            async for piece in generate_async(state, call, threading.Event()):
-                now = time.perf_counter() - started
-                if first is None and not isinstance(piece, Finish):
-                    first = now
-                yield piece, first, now
+            async for item in timed(generate_async(state, call, threading.Event())):
+                yield item
         finally:
             state.active -= 1
 

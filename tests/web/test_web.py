@@ -295,7 +295,8 @@ def test_rater_cookie_names_the_rater_on_the_page_and_in_ratings(client: TestCli
         comparison = stored(client)
         output_id = comparison["outputs"][0]["id"]
         assert client.post(f"/outputs/{output_id}/rating", data={"score": "5"}, headers=HX).status_code == 200
-        rating = comparisons.get_comparison(client.app.state.services.engine, comparison["id"])["outputs"][0]["ratings"][0]
+        engine = client.app.state.services.engine
+        rating = comparisons.get_comparison(engine, comparison["id"])["outputs"][0]["ratings"][0]
         assert rating["rater"] == "Zoë 李"
     finally:
         client.cookies.clear()

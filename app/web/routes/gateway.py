@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -18,8 +17,17 @@ from fastapi.sse import EventSourceResponse
 from pydantic import ValidationError
 
 from app.compare.validation import InputError, Upload, check_images
-from app.core.generation import Finish
-from app.core.protocol import ChatRequest, ChunkWriter, ProtocolError, chat_input, error_body, sse_answer, whole_answer
+from app.core.generation import Finish, StreamClock
+from app.core.protocol import (
+    ChatRequest,
+    ChunkWriter,
+    ProtocolError,
+    chat_input,
+    error_body,
+    first_problem,
+    sse_answer,
+    whole_answer,
+)
 from app.pool.client import BackendError
 from app.pool.pool import Busy, PoolError, TooLarge
 from app.web.deps import services
@@ -52,8 +60,7 @@ async def chat_completions(request: Request) -> JSONResponse | EventSourceRespon
         check_images([Upload(f"image {i + 1}", part.data) for i, part in enumerate(wanted.images)],
                       state.settings.limits)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        return _error(f"{'.'.join(str(p) for p in first['loc'])}: {first['msg']}", 400)
+        return _error(first_problem(exc.errors()), 400)
     except InputError as exc:
         return _error(str(exc), 413 if exc.status_code == 413 else 400)
     except (ProtocolError, ValueError) as exc:
@@ -80,24 +87,18 @@ async def chat_completions(request: Request) -> JSONResponse | EventSourceRespon
 async def _answer(backend: Any, wanted: Any, stack: contextlib.AsyncExitStack, pool: Any, model: str,
                   limit_s: float) -> AsyncIterator[tuple[str | Finish, float | None, float]]:
     """Pieces with (time to first token, elapsed), within the generation time limit; releases the lease."""
-    started = time.perf_counter()
-    first: float | None = None
+    clock = StreamClock()
     pieces = backend.stream(wanted.prompt, wanted.images, wanted.params)
     try:
         while True:  # each wait bounded by what is left of the limit (time spent yielding counts too)
-            left = limit_s - (time.perf_counter() - started)
+            left = limit_s - clock.elapsed()
             try:
                 piece = await asyncio.wait_for(anext(pieces), max(left, 0.001))
             except StopAsyncIteration:
                 break
-            if first is None and isinstance(piece, str):
-                first = time.perf_counter() - started
-            yield piece, first, time.perf_counter() - started
+            yield (piece, *clock.mark(piece))
     except TimeoutError:
-        message = f"{model}: no answer within the generation time limit of {limit_s:g} s"
-        if await pool.discard(model, message):  # still leased: the stuck worker is the one stopped
-            message += "; its worker was restarted"
-        raise BackendError(message) from None
+        raise BackendError(f"{model}: {await pool.timed_out(model, limit_s)}") from None
     finally:
         await pieces.aclose()
         await stack.aclose()
