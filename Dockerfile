@@ -42,7 +42,7 @@ RUN pip list --format=freeze | grep -E '^(torch|torchvision)==' > /tmp/base-torc
 
 COPY models.yaml ./models.yaml
 
-# Pinned runtimes (app/runtimes.py: <data-dir>/runtimes/<name>), prepared as the app user before /data is
+# Pinned runtimes (app/pool/runtimes.py: <data-dir>/runtimes/<name>), prepared as the app user before /data is
 # declared a volume: content written after VOLUME would be discarded, and a new named volume mounted at /data
 # starts as a copy of this content. A bind mount at /data hides it; the runtimes are then created on first use.
 USER 1000:1000
