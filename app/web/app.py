@@ -27,7 +27,7 @@ from app.storage.db import init_db, make_engine
 from app.storage.sizes import load_measured_sizes, save_measured_size
 from app.web.deps import Services
 from app.web.middleware import BodyLimit
-from app.web.routes import api, gateway, pages
+from app.web.routes import api, export, gateway, history, pages, ratings, stream
 from app.web.security import Security
 from app.web.templating import STATIC_DIR
 
@@ -74,9 +74,8 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_middleware(BodyLimit, max_bytes=settings.limits.max_request_bytes)
     app.add_middleware(Security, auth_token=settings.auth_token)
     _error_handlers(app)
-    app.include_router(api.router)
-    app.include_router(gateway.router)
-    app.include_router(pages.router)
+    for routes in (api, export, gateway, pages, stream, ratings, history):
+        app.include_router(routes.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     return app
 

@@ -106,7 +106,7 @@ def test_too_many_files_is_413_naming_the_limit(open_client):
 def test_control_characters_in_a_rater_name_are_dropped(open_client):
     from starlette.requests import Request
 
-    from app.web.routes.api import rater_of
+    from app.web.deps import rater_of
 
     def request(cookie: str) -> Request:
         scope = {"type": "http", "headers": [(b"cookie", cookie.encode())], "app": open_client.app}

@@ -440,7 +440,7 @@ def test_the_panel_and_the_api_say_which_settings_were_really_applied(client: Te
 
 def test_model_cards_show_what_a_model_cannot_do(client: TestClient, catalog_path: Path) -> None:
     from app.core.catalog import load_catalog
-    from app.web.routes.pages import capability_badges
+    from app.web.views import capability_badges
 
     catalog = load_catalog(CATALOGUE)
     assert ("greedy only", "this model decodes greedily: temperature and top_p are ignored") in \

@@ -7,14 +7,13 @@ from datetime import datetime
 from typing import Any
 
 from fastapi import APIRouter, HTTPException, Query, Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.compare.validation import MAX_ID, InputError, RowId, Upload
 from app.core.catalog import model_summary
 from app.storage import comparisons, ratings
-from app.storage.export import ratings_csv_rows
 from app.web.deps import CatalogDep, EngineDep, PoolDep, RaterDep, RunnerDep, ServicesDep, rater_of, services
 from app.web.schemas import (
     ComparisonOut,
@@ -162,21 +161,3 @@ async def pool_status(pool: PoolDep) -> dict[str, Any]:
 @router.get("/health", tags=["health"], response_model=HealthOut)
 async def health(pool: PoolDep, catalog: CatalogDep) -> dict[str, Any]:
     return {"status": "ok", "models": len(catalog.models), "resident": len(pool.status()["resident"])}
-
-
-@router.get("/export/ratings.csv", tags=["ratings"], response_class=StreamingResponse,
-            responses={200: {"content": {"text/csv": {}}, "description": "one row per rating"}})
-async def export_ratings(engine: EngineDep, model: str | None = None, since: datetime | None = None,
-                         until: datetime | None = None) -> StreamingResponse:
-    """Every rating, one row each, streamed; optional filters by model and date."""
-    rows = ratings_csv_rows(engine, model=model, since=since, until=until)
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    return StreamingResponse(_in_thread(rows), media_type="text/csv; charset=utf-8",
-                             headers={"Content-Disposition": f'attachment; filename="ratings-{stamp}.csv"'})
-
-
-async def _in_thread(rows: Any) -> Any:
-    """Iterate a blocking generator without blocking the event loop."""
-    sentinel = object()
-    while (row := await asyncio.to_thread(next, rows, sentinel)) is not sentinel:
-        yield row
