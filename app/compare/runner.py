@@ -127,11 +127,14 @@ class ComparisonRunner:
                 check_models(models, self.catalog, self.limits, self.unreachable), check_params(params, self.limits))
 
     async def submit(self, prompt: str | None, uploads: list[Upload], models: list[str], params: dict[str, Any],
-                     rater: str = "", blind: bool = False, stop_when_abandoned: bool = False) -> int:
+                     rater: str = "", blind: bool = False, stop_when_abandoned: bool = False,
+                     battle: bool = False, drawn: bool = False) -> int:
         """Check, store and start a comparison; returns its id. Raises InputError for a bad request.
 
         `stop_when_abandoned`: a page's comparison stops once every page following it is gone.
+        `battle`: store it as a battle (blind, panels A, B, … in a random order; `drawn`: models drawn).
         """
+        blind = blind or battle
         if not self.accepting:
             raise InputError("server", "the server is shutting down; try again in a moment", 503)
         checked_prompt, images, models, params = await asyncio.to_thread(self.check, prompt, uploads, models, params)
@@ -142,7 +145,7 @@ class ComparisonRunner:
         created = await asyncio.to_thread(
             comparisons.create_comparison, self.engine, self.data_dir, checked_prompt, params, rater, blind,
             [comparisons.StoredImageInput(i.name, i.data, i.format, i.width, i.height) for i in images],
-            [self._output_input(spec, params, note) for spec in specs])
+            [self._output_input(spec, params, note) for spec in specs], battle, drawn)
         run = ComparisonRun(created.id, [OutputRun(oid, spec) for oid, spec in zip(created.output_ids, specs,
                                                                                     strict=True)])
         run.stop_when_abandoned = stop_when_abandoned

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import string
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -17,6 +18,8 @@ from app.storage.db import session
 from app.storage.files import discard, image_extension, image_path, publish, write_temp
 from app.storage.tables import (
     BACKENDS,
+    Battle,
+    BattlePanel,
     Comparison,
     ComparisonImage,
     Image,
@@ -60,6 +63,13 @@ class CreatedComparison:
     id: int
     output_ids: list[int]
     image_sha256s: list[str]
+    battle_id: int | None = None
+
+
+def panel_label(position: int) -> str:
+    """A battle panel's label: A, B, … Z, then AA, AB, …"""
+    letters = string.ascii_uppercase
+    return letters[position] if position < 26 else letters[position // 26 - 1] + letters[position % 26]
 
 
 def check_image(index: int, image: StoredImageInput) -> None:
@@ -95,8 +105,13 @@ def create_comparison(
     blind: bool,
     images: list[StoredImageInput],
     outputs: list[OutputInput],
+    battle: bool = False,
+    drawn: bool = False,
 ) -> CreatedComparison:
     """Store a comparison, its images and its queued outputs, all or nothing.
+
+    `battle`: the comparison is a battle, its outputs shown in the given order as panels A, B, …
+    (`drawn`: the server chose its models).
 
     New image files are written to temp files first, the rows are committed, and only then are
     the files renamed onto their hash names: a rejected request leaves no row and no file. (Only a
@@ -118,7 +133,8 @@ def create_comparison(
             final = image_path(data_dir, sha, image.format)
             if final not in temps and not final.exists():
                 temps[final] = write_temp(final, bytes(image.data))
-        created = _insert_comparison(engine, prompt, params, rater, blind, images, hashes, outputs)
+        created = _insert_comparison(engine, prompt, params, rater, blind or battle, images, hashes, outputs,
+                                     drawn if battle else None)
         publish(temps)
     finally:
         discard(temps)
@@ -134,8 +150,9 @@ def _insert_comparison(
     images: list[StoredImageInput],
     hashes: list[str],
     outputs: list[OutputInput],
+    drawn: bool | None = None,
 ) -> CreatedComparison:
-    """The rows of `create_comparison`, in one transaction."""
+    """The rows of `create_comparison`, in one transaction (a battle's too, unless `drawn` is None)."""
     with session(engine) as db:
         comparison = Comparison(prompt=prompt, params=params, rater=rater, blind=bool(blind))
         db.add(comparison)
@@ -151,7 +168,15 @@ def _insert_comparison(
         ]
         db.add_all(rows)
         db.flush()
-        return CreatedComparison(saved_id(comparison), [saved_id(row) for row in rows], hashes)
+        battle_id = None
+        if drawn is not None:
+            battle = Battle(comparison_id=saved_id(comparison), drawn=drawn)
+            db.add(battle)
+            db.flush()
+            battle_id = saved_id(battle)
+            db.add_all(BattlePanel(battle_id=battle_id, label=panel_label(position), output_id=saved_id(row),
+                                   position=position) for position, row in enumerate(rows))
+        return CreatedComparison(saved_id(comparison), [saved_id(row) for row in rows], hashes, battle_id)
 
 
 def _ensure_image_row(db: Session, sha: str, image: StoredImageInput) -> None:

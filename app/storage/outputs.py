@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Engine, func, update
-from sqlmodel import col
+from sqlmodel import col, select
 
 from app.storage.checks import check_status, strip_nul
 from app.storage.db import session
@@ -15,6 +15,7 @@ from app.storage.tables import (
     OUTPUT_STATUSES,
     UNFINISHED_STATUSES,
     Output,
+    OutputStatus,
     utcnow,
 )
 
@@ -99,3 +100,18 @@ def mark_unfinished_interrupted(engine: Engine, created_before: datetime | None 
             )
         )
         return result.rowcount
+
+
+def speeds_by_model(engine: Engine) -> dict[str, tuple[list[float], list[float]]]:
+    """Per model, the time to first token and the tokens/s of every finished answer."""
+    found: dict[str, tuple[list[float], list[float]]] = {}
+    with session(engine, read_only=True) as db:
+        rows = db.exec(select(Output.model, Output.ttft_s, Output.tokens_per_s)
+                       .where(Output.status == OutputStatus.DONE)).all()
+    for model, ttft, rate in rows:
+        ttfts, rates = found.setdefault(model, ([], []))
+        if ttft is not None:
+            ttfts.append(float(ttft))
+        if rate is not None:
+            rates.append(float(rate))
+    return found

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
-from sqlalchemy import Engine
+from datetime import datetime
+
+from sqlalchemy import Engine, func
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from app.storage.checks import NOTE_MAX_CHARS, check_score, check_text
 from app.storage.db import session
 from app.storage.tables import (
     Output,
     Rating,
+    as_utc,
     utcnow,
 )
 
@@ -47,3 +50,27 @@ def rate(engine: Engine, output_id: int, score: int, note: str = "", rater: str 
 def _find_rating(db: Session, output_id: int, rater: str) -> Rating | None:
     """The rating this rater gave this output, if any."""
     return db.exec(select(Rating).where(Rating.output_id == output_id, Rating.rater == rater)).first()
+
+
+def scores_by_model(engine: Engine, since: datetime | None = None, until: datetime | None = None,
+                    rater: str | None = None) -> dict[str, list[int]]:
+    """Every 1–5 score given, grouped by the model of the rated output."""
+    query = select(Output.model, Rating.score).join(Output, col(Output.id) == col(Rating.output_id))
+    if since is not None:
+        query = query.where(col(Rating.updated_at) >= as_utc(since))
+    if until is not None:
+        query = query.where(col(Rating.updated_at) < as_utc(until))
+    if rater is not None:
+        query = query.where(Rating.rater == rater)
+    found: dict[str, list[int]] = {}
+    with session(engine, read_only=True) as db:
+        for model, score in db.exec(query).all():
+            found.setdefault(model, []).append(int(score))
+    return found
+
+
+def ratings_fingerprint(engine: Engine) -> tuple[int, datetime | None]:
+    """(number of ratings, time of the newest change)."""
+    with session(engine, read_only=True) as db:
+        count, newest = db.exec(select(func.count(col(Rating.id)), func.max(Rating.updated_at))).one()
+    return int(count), newest

@@ -168,3 +168,44 @@ class MeasuredSize(SQLModel, table=True):
     model: str = Field(primary_key=True)
     measured_gb: float
     measured_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class Battle(SQLModel, table=True):
+    """A blind comparison whose panels are anonymous until a vote: labels A, B, … in a stored random order."""
+
+    __tablename__ = "battles"
+
+    id: int | None = Field(default=None, primary_key=True)
+    comparison_id: int = Field(foreign_key="comparisons.id", unique=True, ondelete="CASCADE")
+    drawn: bool = Field(default=False)  # the server chose the models
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class BattlePanel(SQLModel, table=True):
+    """Which output a battle shows under which label, in display order."""
+
+    __tablename__ = "battle_panels"
+    __table_args__ = (UniqueConstraint("output_id", name="uq_battle_panels_output"),
+                      CheckConstraint("position >= 0", name="ck_battle_panels_position"))
+
+    battle_id: int = Field(foreign_key="battles.id", primary_key=True, ondelete="CASCADE")
+    label: str = Field(primary_key=True, max_length=2)
+    output_id: int = Field(foreign_key="outputs.id", ondelete="CASCADE")
+    position: int
+
+
+class Vote(SQLModel, table=True):
+    """A rater's verdict on a battle: the best panel's label, "tie" or "bothbad"; flagged votes keep why."""
+
+    __tablename__ = "votes"
+    __table_args__ = (UniqueConstraint("battle_id", "rater", name="uq_votes_battle_rater"),
+                      Index("ix_votes_updated_at", "updated_at"))
+
+    id: int | None = Field(default=None, primary_key=True)
+    battle_id: int = Field(foreign_key="battles.id", ondelete="CASCADE", index=True)
+    rater: str = Field(default="")
+    winner: str = Field(max_length=16)
+    flagged: bool = Field(default=False)
+    flag_reason: str | None = Field(default=None, sa_type=Text)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)

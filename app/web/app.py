@@ -27,7 +27,7 @@ from app.storage.db import init_db, make_engine
 from app.storage.sizes import load_measured_sizes, save_measured_size
 from app.web.deps import Services
 from app.web.middleware import BodyLimit
-from app.web.routes import api, export, gateway, history, pages, ratings, stream
+from app.web.routes import api, battles, export, gateway, history, leaderboard, pages, ratings, stream
 from app.web.security import Security
 from app.web.templating import STATIC_DIR
 
@@ -74,7 +74,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_middleware(BodyLimit, max_bytes=settings.limits.max_request_bytes)
     app.add_middleware(Security, auth_token=settings.auth_token)
     _error_handlers(app)
-    for routes in (api, export, gateway, pages, stream, ratings, history):
+    for routes in (api, battles, export, gateway, leaderboard, pages, stream, ratings, history):
         app.include_router(routes.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     return app

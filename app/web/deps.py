@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated
 from urllib.parse import unquote
 
@@ -13,6 +13,7 @@ from sqlalchemy import Engine
 from app.compare.runner import ComparisonRunner
 from app.core.catalog import Catalog
 from app.core.settings import Settings
+from app.evaluate.leaderboard import Cache as LeaderboardCache
 from app.pool.pool import ModelPool
 
 RATER_MAX_CHARS = 200
@@ -28,6 +29,7 @@ class Services:
     pool: ModelPool
     runner: ComparisonRunner
     reachability: dict[str, str | None]  # model id → why it cannot be loaded here (None: it can)
+    leaderboards: LeaderboardCache = field(default_factory=LeaderboardCache)
 
 
 def services(request: Request) -> Services:

@@ -14,7 +14,7 @@ from fastapi.responses import HTMLResponse, Response
 from app.compare.validation import RowId
 from app.core.catalog import ModelSpec
 from app.pool.pool import PoolError
-from app.storage import comparisons
+from app.storage import battles, comparisons
 from app.storage.tables import UNFINISHED_STATUSES
 from app.web.deps import RATER_MAX_CHARS, rater_of, services
 from app.web.templating import gb, templates
@@ -51,18 +51,30 @@ def error_slot(field: str) -> str:
     return field if field in ERROR_SLOTS else "form"
 
 
+def battle_pending(request: Request) -> bool:
+    """Whether the current rater has a battle without a vote: the page then names no model's pool state."""
+    return battles.has_unrevealed_battle(services(request).engine, current_rater(request))
+
+
 def pool_view(request: Request) -> dict[str, Any]:
+    """The pool for the header: budget, use and residents; only the totals while a battle of this rater's is
+    unrevealed (which models are loading or busy would tell which are in it)."""
     status = services(request).pool.status()
+    detail = not battle_pending(request)
     return {"budget_gb": status["budget_gb"], "used_gb": status["used_gb"], "free_gb": status["free_gb"],
-            "resident": status["resident"], "failures": status.get("failures", {})}
+            "resident": status["resident"] if detail else [], "resident_count": len(status["resident"]),
+            "detail": detail, "failures": status.get("failures", {}) if detail else {}}
 
 
 def models_view(request: Request) -> list[dict[str, Any]]:
-    """Each catalogue model as the picker shows it: memory figure, state, languages, scores, badges."""
+    """Each catalogue model as the picker shows it: memory figure, state, languages, scores, badges.
+
+    While a battle of this rater's is unrevealed, loading and resident states are not shown."""
     state = services(request)
     pool, budget = state.pool, state.pool.budget_gb
-    reachability = getattr(state, "reachability", {}) or {}
-    failures = pool.status().get("failures", {})
+    reachability = state.reachability
+    hide = battle_pending(request)
+    failures = {} if hide else pool.status().get("failures", {})
     rows = []
     for index, spec in enumerate(state.catalog.models):
         planned: float | None = None
@@ -80,6 +92,8 @@ def models_view(request: Request) -> list[dict[str, Any]]:
             pool_state = "unavailable"
         elif pool_state == "too large":
             reason = f"needs {gb(planned)} GB; the pool's budget is {gb(budget)} GB"
+        elif hide and pool_state in ("resident", "loading"):
+            pool_state = "fits"  # the plan stays honest enough; which model is busy would tell too much
         rows.append({
             "index": index, "id": spec.id, "name": spec.name, "repo": spec.display_repo, "planned_gb": planned,
             "source": spec.min_gpu_gb_source, "state": pool_state, "reason": reason,
@@ -116,22 +130,32 @@ def _blind_order(comparison_id: int, output_id: int) -> str:
     return hashlib.sha256(f"{comparison_id}:{output_id}".encode()).hexdigest()
 
 
-def panels_view(request: Request, comparison: dict[str, Any], rater: str) -> list[dict[str, Any]]:
-    """The comparison's outputs as panels; blind ones in a fixed shuffled order, named once rated."""
+def panels_view(request: Request, comparison: dict[str, Any], rater: str,
+                battle: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """The comparison's outputs as panels; blind ones in a fixed shuffled order, named once rated.
+
+    A battle's panels keep their stored order and labels and name nothing (no model, timings, notes or
+    errors) until the battle has a vote."""
     names = model_names(request)
     tiny = {spec.id for spec in services(request).catalog.models if spec.tiny}
     outputs = list(comparison["outputs"])
     blind = bool(comparison["blind"])
-    if blind:
+    labels = {panel["output_id"]: panel["label"] for panel in battle["panels"]} if battle else {}
+    voted = bool(battle and battle["votes"])
+    if blind and not battle:
         outputs.sort(key=lambda o: _blind_order(comparison["id"], o["id"]))
     panels = []
     for index, output in enumerate(outputs):
         mine = next((r for r in reversed(output.get("ratings", [])) if r["rater"] == rater), None)
-        letter = string.ascii_uppercase[index % 26]
+        letter = labels.get(output["id"]) or string.ascii_uppercase[index % 26]
+        reveal = voted if battle else not blind or mine is not None or output["status"] in ("error", "interrupted")
+        applied = output.get("params") or {}
         panels.append({
             "id": output["id"], "model": output["model"], "name": names.get(output["model"], output["model"]),
-            "label": f"Model {letter}", "blind": blind,
-            "reveal": not blind or mine is not None or output["status"] in ("error", "interrupted"),
+            "label": f"Model {letter}", "letter": letter, "blind": blind, "battle": battle is not None,
+            "cut": bool(output.get("tokens") and applied.get("max_new_tokens")
+                        and output["tokens"] >= applied["max_new_tokens"]),
+            "reveal": reveal,
             "status": output["status"], "text": output.get("text") or "", "error": output.get("error"),
             "ttft_s": output.get("ttft_s"), "total_s": output.get("total_s"), "tokens": output.get("tokens"),
             "tokens_per_s": output.get("tokens_per_s"), "image_note": output.get("image_note"),
@@ -142,9 +166,11 @@ def panels_view(request: Request, comparison: dict[str, Any], rater: str) -> lis
     return panels
 
 
-def comparison_view(request: Request, comparison: dict[str, Any], rater: str) -> dict[str, Any]:
-    panels = panels_view(request, comparison, rater)
-    return {**comparison, "panels": panels, "streaming": any(p["status"] in UNFINISHED_STATUSES for p in panels)}
+def comparison_view(request: Request, comparison: dict[str, Any], rater: str,
+                    battle: dict[str, Any] | None = None) -> dict[str, Any]:
+    panels = panels_view(request, comparison, rater, battle)
+    return {**comparison, "panels": panels, "battle": battle,
+            "streaming": any(p["status"] in UNFINISHED_STATUSES for p in panels)}
 
 
 def base_context(request: Request, **extra: Any) -> dict[str, Any]:

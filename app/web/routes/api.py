@@ -13,7 +13,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.compare.validation import MAX_ID, InputError, RowId, Upload
 from app.core.catalog import model_summary
-from app.storage import comparisons, ratings
+from app.storage import battles, comparisons, ratings
 from app.web.deps import CatalogDep, EngineDep, PoolDep, RaterDep, RunnerDep, ServicesDep, rater_of, services
 from app.web.schemas import (
     ComparisonOut,
@@ -115,16 +115,31 @@ async def list_comparisons(engine: EngineDep, limit: int = Query(50, ge=1, le=50
                            offset: int = Query(0, ge=0, le=MAX_ID)) -> dict[str, Any]:
     items = await asyncio.to_thread(comparisons.list_comparisons, engine, limit, offset)
     total = await asyncio.to_thread(comparisons.count_comparisons, engine)
-    return {"total": total, "items": [{**item, "created_at": _iso(item["created_at"])} for item in items]}
+    revealed = await asyncio.to_thread(battles.revealed_battles, engine, [item["id"] for item in items])
+    return {"total": total, "items": [_masked({**item, "created_at": _iso(item["created_at"])},
+                                              revealed.get(item["id"], True)) for item in items]}
+
+
+def _masked(item: dict[str, Any], revealed: bool) -> dict[str, Any]:
+    """A battle without a vote lists its panels by position, not by model."""
+    if revealed:
+        return item
+    outputs = [{**output, "model": f"panel {index + 1}"} for index, output in enumerate(item["outputs"])]
+    return {**item, "models": [output["model"] for output in outputs], "outputs": outputs}
 
 
 @router.get("/api/comparisons/{comparison_id}", tags=["comparisons"], response_model=ComparisonOut,
-            responses=NOT_FOUND)
+            responses={**NOT_FOUND, 409: {"model": Refusal, "description": "a battle not yet voted on"}})
 async def get_comparison(engine: EngineDep, comparison_id: RowId) -> dict[str, Any]:
     try:
         comparison = await asyncio.to_thread(comparisons.get_comparison, engine, comparison_id)
     except LookupError:
         raise HTTPException(404, f"comparison {comparison_id} not found") from None
+    hidden = await asyncio.to_thread(battles.revealed_battles, engine, [comparison_id])
+    if hidden.get(comparison_id) is False:
+        battle_id = await asyncio.to_thread(battles.battle_of_comparison, engine, comparison_id)
+        raise HTTPException(409, f"comparison {comparison_id} is battle {battle_id}, not yet voted on: "
+                                 f"see /api/battles/{battle_id}")
     return comparison_body(comparison)
 
 
@@ -134,6 +149,8 @@ async def get_comparison(engine: EngineDep, comparison_id: RowId) -> dict[str, A
 async def rate_output(request: Request, engine: EngineDep, output_id: RowId, rating: RatingIn) -> JSONResponse:
     """One rating per output and rater: rating again as the same rater replaces it (200)."""
     rater = rater_of(request, rating.rater)
+    if await asyncio.to_thread(battles.output_hidden, engine, output_id):
+        raise HTTPException(409, f"output {output_id} is a panel of a battle without a vote: vote first")
     try:
         saved, created = await asyncio.to_thread(ratings.rate, engine, output_id, rating.score, rating.note, rater)
     except LookupError:

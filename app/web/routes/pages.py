@@ -10,7 +10,7 @@ from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Resp
 from PIL import Image as PILImage
 
 from app.compare.validation import InputError, RowId, Upload
-from app.storage import comparisons, files
+from app.storage import battles, comparisons, files
 from app.web.deps import services
 from app.web.routes.api import read_comparison_form
 from app.web.templating import templates
@@ -81,6 +81,9 @@ async def comparison_page(request: Request, comparison_id: RowId) -> Response:
         comparison = await asyncio.to_thread(comparisons.get_comparison, services(request).engine, comparison_id)
     except LookupError:
         return not_found(request, f"There is no comparison {comparison_id}.")
+    battle_id = await asyncio.to_thread(battles.battle_of_comparison, services(request).engine, comparison_id)
+    if battle_id is not None:  # a battle's own page is the one that keeps it blind
+        return RedirectResponse(f"/battles/{battle_id}", status_code=303)
     view = comparison_view(request, comparison, current_rater(request))
     if is_htmx(request):
         return templates.TemplateResponse(request, "_comparison.html", base_context(request, comparison=view))

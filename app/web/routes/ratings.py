@@ -10,7 +10,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from markupsafe import escape
 
 from app.compare.validation import RowId
-from app.storage import ratings
+from app.storage import battles, ratings
 from app.storage.db import session
 from app.storage.tables import Output
 from app.web.deps import services
@@ -35,6 +35,8 @@ async def rate_output(request: Request, output_id: RowId) -> Response:
     row = await asyncio.to_thread(output_row, engine, output_id)
     if row is None:
         raise HTTPException(404, f"output {output_id} not found")
+    if await asyncio.to_thread(battles.output_hidden, engine, output_id):
+        raise HTTPException(409, f"output {output_id} is a panel of a battle without a vote: vote first")
     error, score = None, None
     if raw_score in (None, ""):
         error = "score: pick from 1 to 5 stars"

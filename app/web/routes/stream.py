@@ -12,7 +12,7 @@ from fastapi.sse import EventSourceResponse, ServerSentEvent
 
 from app.compare.runner import EventKind
 from app.compare.validation import RowId
-from app.storage import comparisons
+from app.storage import battles, comparisons
 from app.storage.tables import FINISHED_STATUSES
 from app.web.deps import services
 from app.web.templating import render
@@ -33,14 +33,17 @@ def _text_event(output_id: int, **change: str) -> ServerSentEvent:
 class _PanelSource:
     """Renders a comparison's panels from the database when a panel finishes (its footer, rating form)."""
 
-    def __init__(self, request: Request, comparison: dict[str, Any], rater: str) -> None:
+    def __init__(self, request: Request, comparison: dict[str, Any], rater: str,
+                 battle: dict[str, Any] | None) -> None:
         self.request, self.comparison_id, self.rater = request, comparison["id"], rater
-        self.panels = {p["id"]: p for p in panels_view(request, comparison, rater)}
+        self.battle_id = battle["id"] if battle else None
+        self.panels = {p["id"]: p for p in panels_view(request, comparison, rater, battle)}
 
     async def refresh(self) -> None:
         engine = services(self.request).engine
         comparison = await asyncio.to_thread(comparisons.get_comparison, engine, self.comparison_id)
-        self.panels = {p["id"]: p for p in panels_view(self.request, comparison, self.rater)}
+        battle = await asyncio.to_thread(battles.get_battle, engine, self.battle_id) if self.battle_id else None
+        self.panels = {p["id"]: p for p in panels_view(self.request, comparison, self.rater, battle)}
 
     def panel(self, output_id: int, state: str, info: dict[str, Any]) -> dict[str, Any]:
         panel = dict(self.panels.get(output_id) or {"id": output_id})
@@ -63,8 +66,10 @@ async def comparison_events(request: Request, comparison_id: RowId,
                             comparison: dict[str, Any] = Depends(existing_comparison)) -> AsyncIterator[
                                 ServerSentEvent]:
     """The panels' live updates: state lines and footers as escaped HTML, text pieces as JSON."""
-    runner = services(request).runner
-    source = _PanelSource(request, comparison, current_rater(request))
+    runner, engine = services(request).runner, services(request).engine
+    battle_id = await asyncio.to_thread(battles.battle_of_comparison, engine, comparison_id)
+    battle = await asyncio.to_thread(battles.get_battle, engine, battle_id) if battle_id else None
+    source = _PanelSource(request, comparison, current_rater(request), battle)
     async for event in runner.subscribe(comparison_id):
         if event.kind == EventKind.END:
             yield ServerSentEvent(raw_data="end", event="end")

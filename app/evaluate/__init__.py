@@ -1,0 +1,1 @@
+"""Ratings from arena votes: Bradley-Terry on the Elo scale with confidence intervals, and score means."""
