@@ -184,7 +184,7 @@ def page_context(request: Request, form: dict[str, Any] | None = None, errors: d
                  comparison: dict[str, Any] | None = None) -> dict[str, Any]:
     """Everything the playground page needs: the picker, the form's values and errors, a comparison."""
     form = form or {}
-    return base_context(request, models=models_view(request), form=form,
+    return base_context(request, models=models_view(request), form=form, picker=True,
                         chosen=set(form.get("models") or []), errors=errors or {}, comparison=comparison)
 
 

@@ -360,8 +360,10 @@ def test_pool_fragment_polls_itself_and_updates_model_states(client: TestClient)
     assert 'hx-get="/pool" hx-trigger="every 4s, pool-changed from:body"' in plain.text
     assert "hx-swap-oob" not in plain.text
     assert "GB ·" in plain.text and "resident" in plain.text
-    polled = client.get("/pool", headers=HX).text
+    polled = client.get("/pool?picker=1", headers=HX).text
     assert re.search(r'<span id="model-state-0" class="state-badge ms-[a-z-]+" hx-swap-oob="true"', polled)
+    assert 'hx-get="/pool?picker=1"' in polled
+    assert "hx-swap-oob" not in client.get("/pool", headers=HX).text  # a page without the picker gets none
 
 
 def test_image_route_serves_stored_files_by_hash_only(client: TestClient) -> None:

@@ -95,10 +95,11 @@ async def comparison_page(request: Request, comparison_id: RowId) -> Response:
 
 
 @router.get("/pool", response_class=HTMLResponse)
-async def pool_fragment(request: Request) -> HTMLResponse:
-    """The self-polling pool summary; for htmx, the picker's model states come along out of band."""
-    oob = is_htmx(request)
-    context = base_context(request, models=models_view(request) if oob else [], oob=oob)
+async def pool_fragment(request: Request, picker: bool = False) -> HTMLResponse:
+    """The self-polling pool summary; for htmx from a page with the picker, its model states come along
+    out of band."""
+    oob = is_htmx(request) and picker
+    context = base_context(request, models=models_view(request) if oob else [], oob=oob, picker=picker)
     return templates.TemplateResponse(request, "_pool.html", context)
 
 
