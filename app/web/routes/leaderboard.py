@@ -76,7 +76,8 @@ def chart(models: list[dict[str, Any]], width: int = 640, row: int = 26) -> dict
                      "x_low": x(m["ci_low"]) if m["ci_low"] is not None else None,
                      "x_high": x(m["ci_high"]) if m["ci_high"] is not None else None,
                      "provisional": m["provisional"]})
-    step = 50 if high - low < 600 else 100
+    step = next((step for step in (10, 25, 50, 100, 200, 250, 500, 1000, 2000, 5000) if (high - low) / step <= 7),
+                10_000)
     ticks = [{"x": x(v), "value": v} for v in range(int(low // step + 1) * step, int(high) + 1, step)]
     return {"rows": rows, "width": width, "height": 40 + len(models) * row, "ticks": ticks, "axis_y": 18}
 
