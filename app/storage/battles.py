@@ -19,7 +19,7 @@ from app.storage.tables import (
     ComparisonImage,
     Output,
     Vote,
-    as_utc,
+    by_rater_within,
     saved_id,
     utcnow,
 )
@@ -149,12 +149,7 @@ def list_votes(engine: Engine, since: datetime | None = None, until: datetime | 
     """Every vote (optionally within [since, until) and by one rater), oldest first, with its battle's panels."""
     query = (select(Vote, Battle, Comparison).join(Battle, col(Battle.id) == col(Vote.battle_id))
              .join(Comparison, col(Comparison.id) == col(Battle.comparison_id)).order_by(col(Vote.id)))
-    if since is not None:
-        query = query.where(col(Vote.updated_at) >= as_utc(since))
-    if until is not None:
-        query = query.where(col(Vote.updated_at) < as_utc(until))
-    if rater is not None:
-        query = query.where(Vote.rater == rater)
+    query = by_rater_within(query, Vote, since, until, rater)
     with session(engine, read_only=True) as db:
         rows = db.exec(query).all()
         battle_ids = sorted({saved_id(battle) for _, battle, _ in rows})

@@ -13,7 +13,7 @@ from app.storage.db import session
 from app.storage.tables import (
     Output,
     Rating,
-    as_utc,
+    by_rater_within,
     utcnow,
 )
 
@@ -55,13 +55,8 @@ def _find_rating(db: Session, output_id: int, rater: str) -> Rating | None:
 def scores_by_model(engine: Engine, since: datetime | None = None, until: datetime | None = None,
                     rater: str | None = None) -> dict[str, list[int]]:
     """Every 1–5 score given, grouped by the model of the rated output."""
-    query = select(Output.model, Rating.score).join(Output, col(Output.id) == col(Rating.output_id))
-    if since is not None:
-        query = query.where(col(Rating.updated_at) >= as_utc(since))
-    if until is not None:
-        query = query.where(col(Rating.updated_at) < as_utc(until))
-    if rater is not None:
-        query = query.where(Rating.rater == rater)
+    query = by_rater_within(select(Output.model, Rating.score).join(Output, col(Output.id) == col(Rating.output_id)),
+                            Rating, since, until, rater)
     found: dict[str, list[int]] = {}
     with session(engine, read_only=True) as db:
         for model, score in db.exec(query).all():

@@ -51,6 +51,18 @@ class UTCDateTime(TypeDecorator):
         return None if value is None else value.replace(tzinfo=UTC)
 
 
+def by_rater_within(query: Any, table: Any, since: datetime | None, until: datetime | None,
+                    rater: str | None) -> Any:
+    """`query` narrowed to rows of `table` changed in [since, until) and by `rater`, where given."""
+    if since is not None:
+        query = query.where(table.updated_at >= as_utc(since))
+    if until is not None:
+        query = query.where(table.updated_at < as_utc(until))
+    if rater is not None:
+        query = query.where(table.rater == rater)
+    return query
+
+
 def saved_id(row: Any) -> int:
     """The primary key of a row that has been flushed (SQLModel types it `int | None` until then)."""
     if row.id is None:
