@@ -17,7 +17,7 @@ from app.adapters import register
 from app.adapters.base import Adapter, StreamedCall, cancel_criteria, load_pretrained, sampling_kwargs, seed_everything
 from app.core.budget import QWEN_PIXEL, answer_room, fit_answer, too_large
 from app.core.generation import Call, Finish, Piece
-from app.core.images import grid, grid_note
+from app.core.images import combined_into_grid, grid
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -102,10 +102,10 @@ class GenericAdapter(Adapter):
             combined = [grid(call.images)]
             gridded = self.encode(combined, call.prompt)
             if self._tokens(gridded) <= limit:
-                call.image_notes.append(grid_note(
-                    len(call.images), f"separately they needed {tokens:,} prompt tokens, more than the "
-                    f"{limit:,} the {self.spec.input_budget.context_tokens:,}-token context leaves after "
-                    f"room for the answer"))
+                call.image_notes.append(
+                    f"{combined_into_grid(len(call.images))}: separately they needed {tokens:,} prompt tokens, "
+                    f"more than the {limit:,} the {self.spec.input_budget.context_tokens:,}-token context "
+                    f"leaves after room for the answer")
                 call.images = combined
                 return gridded
         raise too_large(self.spec.id, tokens, limit)

@@ -49,10 +49,21 @@ def normalise(image: Image.Image) -> Image.Image:
     return image.convert("RGB") if image.mode != "RGB" else image.copy()
 
 
+def grid_shape(count: int) -> tuple[int, int]:
+    """(columns, rows) of the grid `grid` makes of `count` images."""
+    columns = math.ceil(math.sqrt(count))
+    return columns, math.ceil(count / columns)
+
+
+def combined_into_grid(count: int) -> str:
+    """How a note says `count` images became one grid."""
+    columns, rows = grid_shape(count)
+    return f"the {count} images were combined into one {columns}×{rows} grid (left to right, top to bottom)"
+
+
 def grid(images: list[Image.Image], cell: int = 448, gap: int = 8) -> Image.Image:
     """Tile images left to right, top to bottom, each scaled to fit a `cell`-pixel square."""
-    columns = math.ceil(math.sqrt(len(images)))
-    rows = math.ceil(len(images) / columns)
+    columns, rows = grid_shape(len(images))
     canvas = Image.new("RGB", (columns * cell + (columns - 1) * gap, rows * cell + (rows - 1) * gap), "white")
     for index, image in enumerate(images):
         thumb = ImageOps.contain(image, (cell, cell))
@@ -70,19 +81,5 @@ def prepare_for_model(images: list[Image.Image], max_images: int | None) -> Prep
     normalised = [normalise(image) for image in images]
     if max_images is None or len(normalised) <= max_images:
         return PreparedImages(normalised)
-    combined = grid(normalised)
-    columns = math.ceil(math.sqrt(len(normalised)))
-    rows = math.ceil(len(normalised) / columns)
     takes = "one image" if max_images == 1 else f"at most {max_images} images"
-    note = (
-        f"this model takes {takes}: the {len(normalised)} images were combined into one "
-        f"{columns}×{rows} grid (left to right, top to bottom)"
-    )
-    return PreparedImages([combined], note)
-
-
-def grid_note(count: int, why: str) -> str:
-    """The note for `count` images combined into one grid, for the reason given."""
-    columns = math.ceil(math.sqrt(count))
-    rows = math.ceil(count / columns)
-    return f"the {count} images were combined into one {columns}×{rows} grid (left to right, top to bottom): {why}"
+    return PreparedImages([grid(normalised)], f"this model takes {takes}: {combined_into_grid(len(normalised))}")

@@ -42,7 +42,7 @@ class StoredVote:
     prompt: str
     params: dict[str, Any]
     images: list[str]  # sha256 of each image, in order
-    panels: list[dict[str, Any]]  # label, output_id, model, status, text, ttft_s, tokens_per_s, tokens
+    panels: list[dict[str, Any]]  # label, output_id, model, status
 
 
 def battle_of_comparison(engine: Engine, comparison_id: int) -> int | None:
@@ -134,9 +134,16 @@ def votes_fingerprint(engine: Engine) -> tuple[int, datetime | None]:
 
 def pair_vote_counts(engine: Engine) -> dict[frozenset[str], int]:
     """How many votes each pair of models has shared a battle in (for drawing the next battle's models)."""
+    with session(engine, read_only=True) as db:
+        rows = db.exec(
+            select(Vote.id, Output.model).join(BattlePanel, col(BattlePanel.battle_id) == col(Vote.battle_id))
+            .join(Output, col(Output.id) == col(BattlePanel.output_id))
+        ).all()
+    by_vote: dict[int | None, list[str]] = {}
+    for vote_id, model in rows:
+        by_vote.setdefault(vote_id, []).append(model)
     counts: dict[frozenset[str], int] = {}
-    for stored in list_votes(engine):
-        models = [panel["model"] for panel in stored.panels]
+    for models in by_vote.values():
         for i, first in enumerate(models):
             for second in models[i + 1:]:
                 key = frozenset((first, second))
@@ -162,9 +169,7 @@ def list_votes(engine: Engine, since: datetime | None = None, until: datetime | 
             ).all():
                 panels.setdefault(panel.battle_id, []).append({
                     "label": panel.label, "output_id": panel.output_id, "model": output.model,
-                    "status": output.status, "text": output.text, "ttft_s": output.ttft_s,
-                    "tokens_per_s": output.tokens_per_s, "tokens": output.tokens,
-                    "max_new_tokens": (output.params or {}).get("max_new_tokens")})
+                    "status": output.status})
         images: dict[int, list[str]] = {}
         if comparison_ids:
             for link in db.exec(select(ComparisonImage).where(col(ComparisonImage.comparison_id).in_(comparison_ids))

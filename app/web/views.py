@@ -52,8 +52,13 @@ def error_slot(field: str) -> str:
 
 
 def battle_pending(request: Request) -> bool:
-    """Whether the current rater has a battle without a vote: the page then names no model's pool state."""
-    return battles.has_unrevealed_battle(services(request).engine, current_rater(request))
+    """Whether the current rater has a battle without a vote: the page then names no model's pool state.
+    Asked of the store once per request (the header and the picker both need it)."""
+    pending = getattr(request.state, "battle_pending", None)
+    if pending is None:
+        pending = battles.has_unrevealed_battle(services(request).engine, current_rater(request))
+        request.state.battle_pending = pending
+    return bool(pending)
 
 
 def pool_view(request: Request) -> dict[str, Any]:
