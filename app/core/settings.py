@@ -30,6 +30,8 @@ class Limits(BaseSettings):
     max_image_mb: float = Field(20, gt=0, description="size of one image file, in MB")
     max_request_mb: float = Field(50, gt=0, description="size of one request body, in MB (counted while reading)")
     max_megapixels: float = Field(40, gt=0, description="decoded size of one image, in megapixels")
+    max_total_megapixels: float = Field(100, gt=0, description="decoded size of all images of one request, "
+                                                              "in megapixels")
     max_prompt_chars: int = Field(4000, ge=1, description="characters in a prompt")
     max_models: int = Field(8, ge=1, description="models in one comparison")
     max_new_tokens: int = Field(2048, ge=1, description="tokens an answer may be asked for")
@@ -45,6 +47,10 @@ class Limits(BaseSettings):
     @property
     def max_pixels(self) -> int:
         return int(self.max_megapixels * 1_000_000)
+
+    @property
+    def max_total_pixels(self) -> int:
+        return int(self.max_total_megapixels * 1_000_000)
 
     def help_text(self) -> str:
         return (f"Up to {self.max_images} images, {megabytes(self.max_image_bytes)} each and "
@@ -71,12 +77,24 @@ class Settings(BaseSettings):
                                                                "default: half the cores")
     wait_timeout_s: float = Field(300.0, gt=0, description="how long a request waits for memory to free")
     load_timeout_s: float = Field(900.0, gt=0, description="how long a model may take to load")
-    generation_timeout_s: float = Field(600.0, gt=0, description="how long one answer may take")
+    generation_timeout_s: float = Field(600.0, gt=0, description="how long one answer may take, from its turn "
+                                                                 "on the model")
+    queue_timeout_s: float = Field(120.0, gt=0, description="how long a request waits for its turn on a busy model")
+    max_queued_per_client: int = Field(4, ge=1, description="requests one client may have waiting for one model")
+    header_timeout_s: float = Field(10.0, gt=0, description="how long a client may take to send a request's headers")
+    body_timeout_s: float = Field(120.0, gt=0, description="how long a client may take to send a request's body")
+    max_connections: int = Field(512, ge=8, description="open connections; past it the oldest one still sending "
+                                                        "headers is closed")
+    allowed_hosts: str = Field("", description="host names the server answers to besides its bind address and "
+                                               "localhost, comma-separated ('*': any)")
     idle_timeout_s: float | None = Field(None, gt=0, description="stop a worker idle this long; default: never")
     retry_after_s: float = Field(30.0, gt=0, description="how long a model that failed to load is not retried")
     shutdown_grace_s: float = Field(10.0, ge=0, description="answers in flight may finish this long on SIGTERM")
     abandon_after_s: float = Field(10.0, ge=0, description="stop answers no page has watched for this long")
     auth_token: str | None = Field(None, description="require this token for every request")
+    auth_token_file: Path | None = Field(None, description="a file whose first line is the access token")
+    users_file: Path | None = Field(None, description="per-rater accounts (name, role, argon2 hash a line); "
+                                                     "see `vlm-playground users`")
     default_rater: str = Field("anonymous", description="the rater name of someone who gave none")
     demo: bool = Field(False, description="label the page as the offline demo")
     limits: Limits = Field(default_factory=Limits)
