@@ -18,7 +18,8 @@ COLUMNS = (
     "rating_id", "rated_at", "rater", "comparison_id", "prompt", "images", "model", "repo",
     "revision", "output", "score", "note", "ttft_s", "total_s", "tokens", "params",
 )  # fmt: skip
-FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r", "\n", "\uff1d", "\uff0b", "\uff0d", "\uff20")  # ＝＋－＠
+FORMULA_SIGNS = ("=", "+", "-", "@", "\uff1d", "\uff0b", "\uff0d", "\uff20")
 BATCH_SIZE = 500
 
 
@@ -29,9 +30,15 @@ class _Line:
         return text
 
 
+def is_formula(value: str) -> bool:
+    """Text a spreadsheet may run as a formula: it starts with = + - @ (or their full-width forms), a tab,
+    CR or LF, or with any whitespace before one of those signs."""
+    return value.startswith(FORMULA_STARTS) or value.lstrip().startswith(FORMULA_SIGNS)
+
+
 def neutralise(value: str) -> str:
     """Prefix a quote to text that a spreadsheet would run as a formula."""
-    return "'" + value if value.startswith(FORMULA_STARTS) else value
+    return "'" + value if is_formula(value) else value
 
 
 def _cell(value: Any) -> Any:

@@ -17,7 +17,7 @@ from sqlalchemy import Engine, update
 from app.storage import comparisons, export, outputs, ratings
 from app.storage.comparisons import OutputInput, StoredImageInput
 from app.storage.db import init_db, make_engine, session
-from app.storage.export import COLUMNS, FORMULA_STARTS, format_row, ratings_csv_rows, write_ratings_csv
+from app.storage.export import COLUMNS, FORMULA_STARTS, format_row, is_formula, ratings_csv_rows, write_ratings_csv
 from app.storage.tables import Rating
 from tests.storage.test_postgres import reset_schema, unit_test_url
 
@@ -145,14 +145,39 @@ def test_write_ratings_csv(engine: Engine, tmp_path: Path) -> None:
 
 def test_numbers_stay_numbers_and_text_is_neutralised() -> None:
     assert (
-        format_row([7, 0.25, -3, None, True, "-3", "−3", "x=1", " =1"]) == "7,0.25,-3,,1,'-3,−3,x=1, =1\r\n"
+        format_row([7, 0.25, -3, None, True, "-3", "−3", "x=1", " =1"]) == "7,0.25,-3,,1,'-3,−3,x=1,' =1\r\n"
     )
     for start in FORMULA_STARTS:
         assert export.neutralise(start + "A1") == "'" + start + "A1"
 
 
+SIGNS = ["=", "+", "-", "@", "\uff1d", "\uff0b", "\uff0d", "\uff20"]  # and ＝＋－＠, which spreadsheets also run
+LEADS = ["", " ", "  ", "\t", "\n", "\r", "\r\n", "\u00a0", "\u3000"]  # nothing, or whitespace a cell may start with
+
+
+@pytest.mark.parametrize("sign", SIGNS)
+@pytest.mark.parametrize("lead", LEADS)
+def test_every_formula_start_is_neutralised_in_the_file(lead: str, sign: str) -> None:
+    """A cell a spreadsheet would run (=, +, -, @ or a full-width ＝＋－＠, after any whitespace, LF
+    included) reads back from the CSV with a quote in front, and nothing else of it changed."""
+    value = f"{lead}{sign}HYPERLINK(\"http://x.invalid\",\"y\")"
+    (row,) = parse(format_row(["ok", value]))
+    assert row == ["ok", "'" + value]
+
+
+@pytest.mark.parametrize("start", ["\n", "\r", "\t"])
+def test_a_cell_starting_with_a_line_break_or_tab_is_neutralised(start: str) -> None:
+    (row,) = parse(format_row([start + "text"]))
+    assert row == ["'" + start + "text"]
+
+
+@pytest.mark.parametrize("value", ["x=1", "a -b", "−3", "1+1", " plain", "'=already quoted", "mail@example.org"])
+def test_text_that_is_no_formula_is_kept_as_it_is(value: str) -> None:
+    assert parse(format_row([value])) == [[value]]
+
+
 def expected_cell(value: str) -> str:
-    return "'" + value if value.startswith(FORMULA_STARTS) else value
+    return "'" + value if is_formula(value) else value
 
 
 def parse(text: str) -> list[list[str]]:
@@ -166,7 +191,7 @@ def test_any_row_reads_back(values: list) -> None:
     assert text.endswith("\r\n")
     (row,) = parse(text)
     assert row == [expected_cell(v) if isinstance(v, str) else str(v) for v in values]
-    assert not any(cell.startswith(FORMULA_STARTS) for cell in row)
+    assert not any(is_formula(cell) for cell in row)
 
 
 TEXT = st.text(st.characters(blacklist_characters="\x00", blacklist_categories=("Cs",)), max_size=40)
@@ -208,4 +233,4 @@ def test_stored_text_reads_back_from_the_csv(
     assert cells["rater"] == expected_cell(rater)
     assert cells["images"] == expected_cell(f"{name}:{SHA_PNG}")
     assert cells["model"] == model and cells["score"] == "3"
-    assert not any(cell.startswith(FORMULA_STARTS) for cell in row)
+    assert not any(is_formula(cell) for cell in row)
