@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -39,7 +40,7 @@ class LiveServer:
     """`vlm-playground serve` in a subprocess on a free loopback port."""
 
     def __init__(self, catalog: Path, data_dir: Path, budget_gb: float = 1.2, extra: list[str] | None = None,
-                 env: dict[str, str] | None = None) -> None:
+                 env: dict[str, str] | None = None, preexec_fn: Callable[[], None] | None = None) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.data_dir = data_dir
@@ -47,7 +48,7 @@ class LiveServer:
         command = [sys.executable, "-m", "app.cli", "serve", "--models", str(catalog), "--data-dir", str(data_dir),
                    "--port", str(self.port), "--budget-gb", str(budget_gb), *(extra or [])]
         self.process = subprocess.Popen(command, cwd=ROOT, stdout=self.log.open("ab"), stderr=subprocess.STDOUT,
-                                        env={**os.environ, **(env or {})})
+                                        env={**os.environ, **(env or {})}, preexec_fn=preexec_fn)
         self.wait_ready()
 
     def wait_ready(self, timeout_s: float = 60) -> None:
