@@ -196,8 +196,13 @@ def _settings(args: argparse.Namespace, **extra: object) -> Settings:
 def _serve(settings, host: str, port: int) -> int:
     import uvicorn
 
+    from app.storage.health import StoreError, check_store
     from app.web.app import create_app
 
+    try:  # the data directory takes data, the database opens, is intact and at a known migration
+        check_store(settings.database_url, settings.data_dir)
+    except StoreError as exc:
+        raise CommandError(str(exc)) from None
     try:
         app = create_app(settings)
     except CatalogError as exc:

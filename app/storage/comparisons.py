@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import string
 from collections.abc import Sequence
@@ -15,7 +16,7 @@ from sqlmodel import Session, col, select
 
 from app.storage.checks import check_text
 from app.storage.db import session
-from app.storage.files import discard, image_extension, image_path, publish, write_temp
+from app.storage.files import DiskFull, discard, image_extension, image_path, publish, touch, write_temp
 from app.storage.tables import (
     BACKENDS,
     Battle,
@@ -113,10 +114,11 @@ def create_comparison(
     `battle`: the comparison is a battle, its outputs shown in the given order as panels A, B, …
     (`drawn`: the server chose its models).
 
-    New image files are written to temp files first, the rows are committed, and only then are
-    the files renamed onto their hash names: a rejected request leaves no row and no file. (Only a
-    crash between commit and rename can leave a row whose file is missing; uploading that image
-    again writes it.)
+    New image files are written to temp files and renamed onto their hash names before the rows are
+    committed, so a committed row always has its file. A crash before the commit leaves at most a
+    `.tmp` file or a file no row names, which the start-up sweep removes (`app.storage.sweep`); a
+    request refused by the database removes the files it published, unless a row names them by then.
+    Raises DiskFull when the disk is full (nothing is kept).
     """
     check_text("prompt", prompt)
     check_text("rater", rater)
@@ -127,18 +129,47 @@ def create_comparison(
     for index, output in enumerate(outputs):
         check_output(index, output)
     hashes = [hashlib.sha256(image.data).hexdigest() for image in images]
-    temps: dict[Path, Path] = {}
+    finals = {image_path(data_dir, sha, image.format): image for sha, image in zip(hashes, images, strict=True)}
+    published = _publish_new(finals)
     try:
-        for sha, image in zip(hashes, images, strict=True):
-            final = image_path(data_dir, sha, image.format)
-            if final not in temps and not final.exists():
-                temps[final] = write_temp(final, bytes(image.data))
         created = _insert_comparison(engine, prompt, params, rater, blind or battle, images, hashes, outputs,
                                      drawn if battle else None)
-        publish(temps)
-    finally:
-        discard(temps)
+    except BaseException:
+        _withdraw(engine, published)
+        raise
+    # A file another request withdrew meanwhile is written again; should that fail, the rows stay stored,
+    # the start-up sweep reports the missing file and uploading the image again writes it.
+    with contextlib.suppress(OSError, DiskFull):
+        _publish_new(finals)
     return created
+
+
+def _publish_new(finals: dict[Path, StoredImageInput]) -> list[Path]:
+    """Write the files not stored yet (all or none of them); returns those it wrote."""
+    temps: dict[Path, Path] = {}
+    try:
+        for final, image in finals.items():
+            if not touch(final):
+                temps[final] = write_temp(final, bytes(image.data))
+        written = list(temps)
+        publish(temps)
+    except BaseException:
+        discard(temps)
+        raise
+    return written
+
+
+def _withdraw(engine: Engine, published: list[Path]) -> None:
+    """Remove files this request published for rows it could not commit, unless some row names them."""
+    try:
+        with session(engine, read_only=True) as db:
+            named = {sha for sha in db.exec(select(Image.sha256).where(
+                col(Image.sha256).in_([path.stem for path in published])))} if published else set()
+    except Exception:  # the store that refused the rows may not answer either: the sweep removes them later
+        return
+    for path in published:
+        if path.stem not in named:
+            path.unlink(missing_ok=True)
 
 
 def _insert_comparison(
@@ -197,6 +228,12 @@ def _ensure_image_row(db: Session, sha: str, image: StoredImageInput) -> None:
     except IntegrityError:
         if db.get(Image, sha) is None:
             raise
+
+
+def image_recorded(engine: Engine, sha256: str) -> bool:
+    """Whether an image with this hash is stored (its row; the file may be missing)."""
+    with session(engine, read_only=True) as db:
+        return db.get(Image, sha256) is not None
 
 
 def get_comparison(engine: Engine, comparison_id: int) -> dict[str, Any]:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import tempfile
 from pathlib import Path
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
+TEMP_SUFFIX = ".tmp"
 
 
 _EXTENSIONS = {"jpeg": "jpg", "mpo": "jpg", "tiff": "tif"}
@@ -37,19 +39,55 @@ def image_path(data_dir: Path, sha256: str, fmt: str | None = None) -> Path:
     raise FileNotFoundError(f"no stored image {sha256}")
 
 
+class DiskFull(Exception):
+    """The disk (or the quota) is full: nothing of the upload was kept."""
+
+    def __init__(self, folder: Path, cause: str) -> None:
+        super().__init__(f"the server's disk is full: the upload was not stored; free space under {folder} "
+                         f"and try again ({cause})")
+
+
 def write_temp(final: Path, data: bytes) -> Path:
-    """Write `data` durably to a hidden temp file beside `final`; return its path."""
-    final.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp = tempfile.mkstemp(dir=final.parent, prefix=f".{final.stem}.", suffix=".tmp")
+    """Write `data` durably to a hidden temp file beside `final`; return its path.
+
+    Raises DiskFull when the disk or quota is full (the temp file is removed)."""
     try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-    except BaseException:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        fd, temp = tempfile.mkstemp(dir=final.parent, prefix=f".{final.stem}.", suffix=TEMP_SUFFIX)
+    except OSError as exc:
+        raise _disk_full(final.parent.parent, exc) or exc from None
+    try:
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except BaseException as exc:
         Path(temp).unlink(missing_ok=True)
+        full = _disk_full(final.parent.parent, exc)
+        if full is not None:
+            raise full from None
         raise
     return Path(temp)
+
+
+def _disk_full(folder: Path, exc: BaseException) -> DiskFull | None:
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return DiskFull(folder, exc.strerror or "no space left")
+    return None
+
+
+def touch(path: Path) -> bool:
+    """Mark an existing file as just used (so the start-up sweep keeps it); False if it is gone."""
+    try:
+        os.utime(path)
+    except FileNotFoundError:
+        return False
+    except OSError:
+        return path.exists()
+    return True
 
 
 def _fsync_dir(folder: Path) -> None:

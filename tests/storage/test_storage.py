@@ -172,7 +172,8 @@ def test_a_failure_after_files_were_written_removes_them_and_keeps_older_images(
 
     def fail_on_second_image(db, sha, image):
         if image is JPEG:
-            assert written and written[0].exists()  # the new file is on disk, under a temp name
+            # the new file is on disk under its hash name before any row is committed
+            assert written and not written[0].exists() and files.image_path(data_dir, sha, "JPEG").exists()
             raise RuntimeError("disk on fire")
 
     monkeypatch.setattr(comparisons, "write_temp", spy_write_temp)
