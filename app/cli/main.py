@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from app.cli import runtimes
+from app.cli import runtimes, users
 from app.cli.errors import CommandError
 from app.core.catalog import Catalog, CatalogError, ModelSpec, load_catalog, model_summary
 from app.core.settings import Settings
@@ -188,9 +188,20 @@ def _quiet_transformers() -> None:
 # --- serve, demo, export ---------------------------------------------------------------------------
 
 def _settings(args: argparse.Namespace, **extra: object) -> Settings:
-    return Settings.from_args(models_path=getattr(args, "models", None), data_dir=args.data_dir,
-                              budget_gb=args.budget_gb, auth_token=getattr(args, "auth_token", None),
-                              idle_timeout_s=args.idle_timeout, overhead_gb=args.overhead_gb, **extra)
+    """The server's settings from its flags over the environment; a token or users file that cannot work
+    is a one-line error here, before anything starts."""
+    from app.web.accounts import AccessError
+    from app.web.security import resolve_access
+
+    settings = Settings.from_args(models_path=getattr(args, "models", None), data_dir=args.data_dir,
+                                  budget_gb=args.budget_gb, auth_token_file=args.auth_token_file,
+                                  users_file=args.users_file, allowed_hosts=args.allowed_hosts,
+                                  idle_timeout_s=args.idle_timeout, overhead_gb=args.overhead_gb, **extra)
+    try:
+        resolve_access(settings)
+    except AccessError as exc:
+        raise CommandError(str(exc)) from None
+    return settings
 
 
 def _serve(settings, host: str, port: int) -> int:
@@ -204,7 +215,7 @@ def _serve(settings, host: str, port: int) -> int:
     except StoreError as exc:
         raise CommandError(str(exc)) from None
     try:
-        app = create_app(settings)
+        app = create_app(settings, bind_host=host)
     except CatalogError as exc:
         raise CommandError(str(exc)) from None
     print(f"VLM Playground on http://{host}:{port}  (data: {settings.data_dir}, catalogue: {settings.models_path})",
@@ -260,6 +271,14 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+class _TokenFlagGone(argparse.Action):
+    """`--auth-token T` is refused with what to do instead (and not taken as an abbreviation of --auth-token-file)."""
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: Any, **kwargs: Any) -> None:
+        parser.error("--auth-token is gone: a token on the command line shows in ps; put it in a file "
+                     "(--auth-token-file PATH) or in $VLM_AUTH_TOKEN")
+
+
 def _register_serving(add: Callable) -> None:
     for name, handler, text in (("serve", cmd_serve, "Serve the playground."),
                                 ("demo", cmd_demo, "Build tiny offline models and serve the playground on them.")):
@@ -275,8 +294,16 @@ def _register_serving(add: Callable) -> None:
                              help="memory added to each model's plan for its process (CUDA context; default 0)")
         command.add_argument("--idle-timeout", type=float, default=None,
                              help="stop a model's worker after this many idle seconds (default: never)")
-        command.add_argument("--auth-token", default=None,
-                             help="require this token (cookie, bearer header or ?token=) for every request")
+        command.add_argument("--auth-token-file", type=Path, default=None,
+                             help="require the token on this file's first line (cookie, bearer header or ?token=); "
+                                  "or set $VLM_AUTH_TOKEN (never a flag: it would show in ps)")
+        command.add_argument("--auth-token", action=_TokenFlagGone, help=argparse.SUPPRESS)
+        command.add_argument("--users-file", type=Path, default=None,
+                             help="per-rater accounts (see `vlm-playground users`): ratings are recorded under "
+                                  "the signed-in name; exports and flag overrides need an admin")
+        command.add_argument("--allowed-hosts", default=None,
+                             help="host names to answer to besides the bind address and localhost, comma-separated "
+                                  "('*': any); others get 400 (DNS rebinding)")
     export = add("export", cmd_export, "Write every rating as CSV.")
     export.add_argument("--data-dir", default=None, help="default: $VLM_DATA_DIR, else ./data")
     export.add_argument("--out", default="-", help="file to write (default: standard output)")
@@ -318,6 +345,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--json", action="store_true", help="print a JSON summary as the last line")
 
     runtimes.register(add)
+    users.register(add)
     _register_serving(add)
     return parser
 

@@ -19,7 +19,7 @@ from app.compare.validation import InputError
 from app.core.catalog import Catalog
 from app.pool.pool import ModelPool, ModelState
 from app.storage import battles
-from app.storage.tables import FINISHED_STATUSES, OutputStatus
+from app.storage.tables import FINISHED_STATUSES, OutputStatus, saved_id
 
 DEFAULT_K = 2
 MAX_K = 8
@@ -66,6 +66,7 @@ def draw(models: list[str], k: int, pair_counts: dict[frozenset[str], int], rng:
 
 @dataclass(frozen=True)
 class VoteResult:
+    vote_id: int
     created: bool
     flagged: bool
     flag_reason: str | None
@@ -87,8 +88,8 @@ def cast_vote(engine: Engine, catalog: Catalog, battle_id: int, rater: str, winn
     if winner not in choices:
         raise InputError("winner", f"must be one of {', '.join(choices)} (got {winner[:20]!r})")
     reason = vote_flag(_answers(catalog, finished))
-    _, created = battles.vote(engine, battle_id, rater, winner, reason is not None, reason)
-    return VoteResult(created, reason is not None, reason, reveal(catalog, panels))
+    saved, created = battles.vote(engine, battle_id, rater, winner, reason is not None, reason)
+    return VoteResult(saved_id(saved), created, reason is not None, reason, reveal(catalog, panels))
 
 
 def reveal(catalog: Catalog, panels: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -20,6 +20,7 @@ import httpx
 from app.core.catalog import ModelSpec
 from app.core.protocol import EVENT_PREFIX, TOKEN_ENV
 from app.pool.client import BackendError, OpenAIBackend
+from app.pool.environment import worker_environment
 
 GB = 1024**3
 
@@ -155,8 +156,8 @@ class ProcessLauncher:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         stderr_path = self.log_dir / f"{spec.id}.log"
         token = secrets.token_urlsafe(24)
-        env = {**os.environ, "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false", **self.env,
-               TOKEN_ENV: token}
+        env = {**worker_environment(os.environ), "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false",
+               **self.env, TOKEN_ENV: token}
         if spec.runtime != "default":
             env.pop("PYTHONPATH", None)  # it would put the app's transformers before the runtime's pin
         with stderr_path.open("ab") as stderr:

@@ -29,6 +29,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from app.pool.environment import worker_environment
+
 if TYPE_CHECKING:
     from app.core.catalog import RuntimeSpec
 
@@ -85,8 +87,10 @@ def _site_packages(path: Path) -> Path:
 
 
 def _clean_env() -> dict[str, str]:
-    """The environment for runtime subprocesses: no PYTHONPATH/PYTHONHOME to reorder sys.path."""
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")}
+    """The environment for runtime subprocesses (pip runs packages' build code): no PYTHONPATH/PYTHONHOME to
+    reorder sys.path, and none of the playground's secrets."""
+    env = {k: v for k, v in worker_environment(os.environ).items()
+           if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")}
     env.update(PIP_DISABLE_PIP_VERSION_CHECK="1", PIP_NO_INPUT="1", PYTHONNOUSERSITE="1")
     return env
 

@@ -191,3 +191,18 @@ def output_hidden(engine: Engine, output_id: int) -> bool:
         if panel is None:
             return False
         return db.exec(select(Vote.id).where(Vote.battle_id == panel.battle_id).limit(1)).first() is None
+
+
+def set_flag(engine: Engine, vote_id: int, flagged: bool, reason: str | None) -> Vote:
+    """An admin's override of a vote's flag (set, with why, or cleared); the vote's time moves, so cached
+    leaderboards are recomputed. Raises LookupError for an unknown vote."""
+    if reason is not None:
+        check_text("flag_reason", reason, max_chars=FLAG_REASON_MAX_CHARS)
+    with session(engine) as db:
+        found = db.get(Vote, vote_id)
+        if found is None:
+            raise LookupError(f"vote {vote_id} not found")
+        found.flagged, found.flag_reason, found.updated_at = flagged, reason if flagged else None, utcnow()
+        db.add(found)
+        db.flush()
+        return found

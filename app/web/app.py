@@ -27,16 +27,19 @@ from app.storage.db import init_db, make_engine
 from app.storage.sizes import load_measured_sizes, save_measured_size
 from app.web.deps import Services
 from app.web.middleware import BodyLimit
-from app.web.routes import api, battles, export, gateway, history, leaderboard, pages, ratings, stream
-from app.web.security import Security
+from app.web.routes import api, battles, export, gateway, history, leaderboard, login, pages, ratings, stream
+from app.web.security import HostCheck, Security, resolve_access
 from app.web.templating import STATIC_DIR
 
 log = logging.getLogger("vlm_playground")
 
 
-def create_app(settings: Settings) -> FastAPI:
-    """The whole playground: JSON API, pages, the pool; workers start on first use."""
+def create_app(settings: Settings, bind_host: str = "127.0.0.1") -> FastAPI:
+    """The whole playground: JSON API, pages, the pool; workers start on first use. `bind_host` is the
+    address the server listens on: with the localhost names, the Host headers it answers to.
+    Raises AccessError for a token or users file that cannot work."""
     catalog = load_catalog(settings.models_path)
+    auth_token, accounts = resolve_access(settings)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -72,9 +75,11 @@ def create_app(settings: Settings) -> FastAPI:
     app = FastAPI(title="VLM Playground", version="0.1.0", lifespan=lifespan,
                   description="Compare vision-language models side by side.")
     app.add_middleware(BodyLimit, max_bytes=settings.limits.max_request_bytes)
-    app.add_middleware(Security, auth_token=settings.auth_token)
+    app.add_middleware(Security, auth_token=auth_token, accounts=accounts,
+                       hosts=HostCheck(bind_host, settings.allowed_hosts))
+    app.state.accounts = accounts
     _error_handlers(app)
-    for routes in (api, battles, export, gateway, leaderboard, pages, stream, ratings, history):
+    for routes in (api, battles, export, gateway, leaderboard, pages, stream, ratings, history, login):
         app.include_router(routes.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     return app

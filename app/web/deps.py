@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Annotated
 from urllib.parse import unquote
 
-from fastapi import Depends, Request
+from fastapi import Depends, HTTPException, Request
 from sqlalchemy import Engine
 
 from app.compare.runner import ComparisonRunner
@@ -15,6 +15,7 @@ from app.core.catalog import Catalog
 from app.core.settings import Settings
 from app.evaluate.leaderboard import Cache as LeaderboardCache
 from app.pool.pool import ModelPool
+from app.web.accounts import Account, Accounts
 
 RATER_MAX_CHARS = 200
 
@@ -39,10 +40,33 @@ def services(request: Request) -> Services:
     return found
 
 
+def account_of(request: Request) -> Account | None:
+    """The signed-in account (set by the security middleware when the playground has accounts), or None."""
+    found = getattr(request.state, "account", None)
+    return found if isinstance(found, Account) else None
+
+
+def accounts_of(request: Request) -> Accounts | None:
+    """The users file's accounts, or None when raters name themselves (set by `create_app`)."""
+    found = getattr(request.app.state, "accounts", None)
+    return found if isinstance(found, Accounts) else None
+
+
+def admin_only(request: Request) -> None:
+    """Refuse (403) a rater's account; without accounts every client may, as before."""
+    account = account_of(request)
+    if account is not None and not account.admin:
+        raise HTTPException(403, f"this needs an admin account; {account.name} is a {account.role}")
+
+
 def rater_of(request: Request, given: str | None = None) -> str:
-    """The rater named in the request, else the page's cookie, else the default name.
+    """The signed-in account's name when there are accounts (whatever name the request gives); else the
+    rater named in the request, else the page's cookie, else the default name.
 
     Control characters (NUL among them, which PostgreSQL text cannot hold) are dropped."""
+    account = account_of(request)
+    if account is not None:
+        return account.name
     cookie = unquote(request.cookies.get("rater") or "")  # the page stores it percent-encoded
     name = "".join(ch for ch in (given or cookie) if ch.isprintable()).strip()[:RATER_MAX_CHARS]
     return name or services(request).settings.default_rater
@@ -78,4 +102,6 @@ CatalogDep = Annotated[Catalog, Depends(_catalog)]
 EngineDep = Annotated[Engine, Depends(_engine)]  # the store: storage functions take the engine
 PoolDep = Annotated[ModelPool, Depends(_pool)]
 RunnerDep = Annotated[ComparisonRunner, Depends(_runner)]
-RaterDep = Annotated[str, Depends(_rater)]  # from the cookie, else the default name
+RaterDep = Annotated[str, Depends(_rater)]  # the account's name, else the cookie's, else the default name
+AccountsDep = Annotated[Accounts | None, Depends(accounts_of)]
+AdminOnly = Depends(admin_only)

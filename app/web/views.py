@@ -16,7 +16,7 @@ from app.core.catalog import ModelSpec
 from app.pool.pool import PoolError
 from app.storage import battles, comparisons
 from app.storage.tables import UNFINISHED_STATUSES
-from app.web.deps import RATER_MAX_CHARS, rater_of, services
+from app.web.deps import RATER_MAX_CHARS, account_of, rater_of, services
 from app.web.templating import gb, templates
 
 RATER_COOKIE = "rater"
@@ -180,7 +180,8 @@ def comparison_view(request: Request, comparison: dict[str, Any], rater: str,
 
 def base_context(request: Request, **extra: Any) -> dict[str, Any]:
     settings = services(request).settings
-    return {"request": request, "rater": current_rater(request), "pool": pool_view(request), "demo": settings.demo,
+    return {"request": request, "rater": current_rater(request), "account": account_of(request),
+            "pool": pool_view(request), "demo": settings.demo,
             "limits": settings.limits, "limits_help": settings.limits.help_text(), "error_slots": ERROR_SLOTS,
             **extra}
 

@@ -12,6 +12,7 @@ from app.web.app import create_app
 
 
 def client(tiny_catalog_path: Path, tmp_path: Path, **settings) -> TestClient:
+    settings.setdefault("allowed_hosts", "testserver")  # the TestClient's Host
     app = create_app(Settings(models_path=tiny_catalog_path, data_dir=tmp_path / "data", budget_gb=1.2, **settings))
     return TestClient(app)
 

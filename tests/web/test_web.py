@@ -53,7 +53,8 @@ def client(catalog_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Iter
     from app.web.app import create_app
 
     data_dir = tmp_path_factory.mktemp("web") / "data"
-    app = create_app(Settings(models_path=catalog_path, data_dir=data_dir, budget_gb=1.2))
+    app = create_app(Settings(models_path=catalog_path, data_dir=data_dir, budget_gb=1.2,
+                              allowed_hosts="testserver"))  # the TestClient's Host
     with TestClient(app) as test_client:
         yield test_client
 

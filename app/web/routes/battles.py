@@ -14,7 +14,8 @@ from pydantic import BaseModel, Field
 from app.compare.battles import DEFAULT_K, MAX_K, VoteRefused, candidates, cast_vote, draw
 from app.compare.validation import InputError, RowId
 from app.storage import battles, comparisons
-from app.web.deps import RATER_MAX_CHARS, EngineDep, Services, ServicesDep, rater_of, services
+from app.storage.battles import FLAG_REASON_MAX_CHARS
+from app.web.deps import RATER_MAX_CHARS, AdminOnly, EngineDep, Services, ServicesDep, rater_of, services
 from app.web.routes.api import REFUSALS, read_comparison_form, refusal
 from app.web.schemas import Refusal
 from app.web.templating import templates
@@ -35,6 +36,14 @@ class BattlePanelOut(BaseModel):
     text: str
 
 
+class VoteSummary(BaseModel):
+    id: int
+    rater: str
+    winner: str
+    flagged: bool
+    flag_reason: str | None
+
+
 class BattleOut(BaseModel):
     """A battle as anyone may see it before its vote: labels, never models."""
 
@@ -43,9 +52,25 @@ class BattleOut(BaseModel):
     panels: list[BattlePanelOut]
     revealed: bool
     models: list[dict[str, str]] | None = None  # after a vote: label, model, name
+    votes: list[VoteSummary] | None = None  # after a vote: each rater's, with its flag
+
+
+class FlagIn(BaseModel):
+    flagged: bool = Field(description="true: leave the vote out of the leaderboard (unless include_flagged)")
+    reason: str = Field(default="", max_length=FLAG_REASON_MAX_CHARS, description="why, shown with the vote")
+
+
+class FlagOut(BaseModel):
+    vote_id: int
+    battle_id: int
+    rater: str
+    winner: str
+    flagged: bool
+    flag_reason: str | None
 
 
 class VoteOut(BaseModel):
+    vote_id: int
     battle_id: int
     winner: str
     flagged: bool
@@ -88,6 +113,8 @@ def battle_body(battle: dict[str, Any], catalog_names: dict[str, str]) -> dict[s
     if revealed:
         body["models"] = [{"label": p["label"], "model": p["model"], "name": catalog_names.get(p["model"], p["model"])}
                           for p in battle["panels"]]
+        body["votes"] = [{key: v[key] for key in ("id", "rater", "winner", "flagged", "flag_reason")}
+                         for v in battle["votes"]]
     return body
 
 
@@ -133,9 +160,27 @@ async def vote_api(request: Request, battle_id: RowId, body: VoteIn, running: Se
         raise HTTPException(404, f"battle {battle_id} not found") from None
     except InputError as exc:
         return refusal(exc)
-    return JSONResponse({"battle_id": battle_id, "winner": body.winner, "flagged": result.flagged,
+    return JSONResponse({"vote_id": result.vote_id, "battle_id": battle_id, "winner": body.winner,
+                         "flagged": result.flagged,
                          "flag_reason": result.flag_reason, "panels": result.panels},
                         status_code=201 if result.created else 200)
+
+
+@router.post("/api/votes/{vote_id}/flag", tags=["battles"], response_model=FlagOut, dependencies=[AdminOnly],
+             responses={403: {"model": Refusal, "description": "a rater's account (flags are for admins)"},
+                        404: {"model": Refusal, "description": "no such vote"},
+                        422: {"model": Refusal, "description": "a reason that is not plain text"}})
+async def flag_vote(vote_id: RowId, body: FlagIn, running: ServicesDep) -> dict[str, Any]:
+    """Set or clear a vote's flag (an admin's override of the automatic check): flagged votes are left out
+    of the leaderboard unless it is asked to include them."""
+    try:
+        saved = await asyncio.to_thread(battles.set_flag, running.engine, vote_id, body.flagged, body.reason or None)
+    except LookupError:
+        raise HTTPException(404, f"vote {vote_id} not found") from None
+    except ValueError as exc:
+        raise HTTPException(422, str(exc)) from None
+    return {"vote_id": vote_id, "battle_id": saved.battle_id, "rater": saved.rater, "winner": saved.winner,
+            "flagged": saved.flagged, "flag_reason": saved.flag_reason}
 
 
 # ---------------------------------------------------------------- the page
