@@ -20,6 +20,7 @@ from typing import Any
 
 from sqlalchemy import Engine
 
+from app.compare.downsize import Downsizer
 from app.compare.validation import (
     CheckedImage,
     InputError,
@@ -91,6 +92,7 @@ class ComparisonRun:
         self.tasks: list[asyncio.Task] = []
         self.cancel_reason = "the server stopped before this answer finished"
         self.stop_when_abandoned = False
+        self.image_note: str | None = None  # what happened to the uploads for every model (frames dropped)
 
     def publish(self, event: PanelEvent) -> None:
         for queue in self.subscribers:
@@ -128,11 +130,12 @@ class ComparisonRunner:
 
     async def submit(self, prompt: str | None, uploads: list[Upload], models: list[str], params: dict[str, Any],
                      rater: str = "", blind: bool = False, stop_when_abandoned: bool = False,
-                     battle: bool = False, drawn: bool = False) -> int:
+                     battle: bool = False, drawn: bool = False, client: str = "") -> int:
         """Check, store and start a comparison; returns its id. Raises InputError for a bad request.
 
         `stop_when_abandoned`: a page's comparison stops once every page following it is gone.
         `battle`: store it as a battle (blind, panels A, B, … in a random order; `drawn`: models drawn).
+        `client`: who asks (an account, else an address), for fair turns on busy models.
         """
         blind = blind or battle
         if not self.accepting:
@@ -150,10 +153,11 @@ class ComparisonRunner:
                                                                                     strict=True)])
         run.stop_when_abandoned = stop_when_abandoned
         self.runs[created.id] = run
-        parts = [ImagePart(image.data, image.mime) for image in images]
+        run.image_note = note
+        downsizer = Downsizer(images)
         generation = GenerationParams(max_new_tokens=params["max_new_tokens"], temperature=params["temperature"],
                                       top_p=params["top_p"], seed=params["seed"])
-        run.tasks = [asyncio.create_task(self._answer(run, output, checked_prompt, parts, generation))
+        run.tasks = [asyncio.create_task(self._answer(run, output, checked_prompt, downsizer, generation, client))
                      for output in run.outputs.values()]
         asyncio.create_task(self._close_when_done(run))
         return created.id
@@ -172,10 +176,16 @@ class ComparisonRunner:
         output.info.update(info)
         run.publish(PanelEvent(output.output_id, output.spec.id, EventKind.STATE, state, info=dict(output.info)))
 
-    async def _answer(self, run: ComparisonRun, output: OutputRun, prompt: str, images: list[ImagePart],
-                      params: GenerationParams) -> None:
-        """Lease the model, stream its answer to followers, and record the outcome."""
+    async def _answer(self, run: ComparisonRun, output: OutputRun, prompt: str, downsizer: Downsizer,
+                      params: GenerationParams, client: str) -> None:
+        """Shrink the images to what the model uses, lease the model, stream its answer to followers, and
+        record the outcome."""
         spec = output.spec
+        try:
+            images, shrunk_note = await asyncio.to_thread(downsizer.for_model, spec)
+        except Exception as exc:  # an image that decoded once should decode again; never stop the others
+            await self._fail(run, output, f"the images could not be prepared for {spec.id}: {exc}")
+            return
         pool_state = "resident" if spec.is_remote else self.pool.state_of(spec.id)
         ticker: asyncio.Task | None = None
         if pool_state != "resident":
@@ -184,10 +194,16 @@ class ComparisonRunner:
                                     status=OutputStatus.LOADING)
             ticker = asyncio.create_task(self._report_loading(run, output))
         try:
-            async with self.pool.lease(spec.id) as backend:
+            def queued(ahead: int) -> None:
                 if ticker:
                     ticker.cancel()
-                self._set(run, output, OutputStatus.GENERATING, since=time.time(), detail=None)
+                self._set(run, output, OutputStatus.QUEUED, ahead=ahead, detail=f"waiting for its turn: "
+                          f"{ahead} request{'s' if ahead != 1 else ''} ahead")
+
+            async with self.pool.lease(spec.id, client=client, on_position=queued) as backend:
+                if ticker:
+                    ticker.cancel()
+                self._set(run, output, OutputStatus.GENERATING, since=time.time(), detail=None, ahead=None)
                 await asyncio.to_thread(self._record_runtime, output)
                 try:
                     finish, ttft, total = await asyncio.wait_for(
@@ -211,7 +227,8 @@ class ComparisonRunner:
         stats = {"ttft_s": _round(ttft), "total_s": _round(total), "tokens": finish.completion_tokens,
                  "prompt_tokens": finish.prompt_tokens,
                  "tokens_per_s": _round(finish.completion_tokens / total if total else None),
-                 "image_note": finish.image_note, "finish_reason": finish.finish_reason,
+                 "image_note": "; ".join(n for n in (run.image_note, shrunk_note, finish.image_note) if n) or None,
+                 "finish_reason": finish.finish_reason,
                  "applied": finish.applied, "param_notes": (finish.applied or {}).get("notes") or []}
         await asyncio.to_thread(self._record_done, output, stats)
         output.state = OutputStatus.DONE

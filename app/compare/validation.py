@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import unicodedata
 import warnings
 from dataclasses import dataclass
 from typing import Annotated, Any
@@ -13,6 +14,8 @@ from PIL import Image
 from app.core.catalog import Catalog
 from app.core.settings import MB, Limits, megabytes
 
+NAME_MAX_CHARS = 255
+MIN_TEMPERATURE = 0.01  # below it sampling is greedy in all but name, and logits / t overflows
 MAX_ID = 2**31 - 1  # ids are 32-bit integers on PostgreSQL
 RowId = Annotated[int, PathParam(ge=1, le=MAX_ID, description="a row id")]
 
@@ -112,6 +115,8 @@ def check_params(values: dict[str, Any], limits: Limits) -> dict[str, Any]:
             raise InputError(name, f"must be a number between {low} and {high}")
         if not low <= value <= high:
             raise InputError(name, f"must be between {low} and {high} (got {value})")
+        if name == "temperature" and 0 < value < MIN_TEMPERATURE:  # dividing logits by it overflows
+            raise InputError(name, f"must be 0 (greedy) or from {MIN_TEMPERATURE} to {high} (got {value:g})")
         checked[name] = value
     return checked
 
@@ -125,12 +130,35 @@ def check_images(uploads: list[Upload], limits: Limits) -> list[CheckedImage]:
     if total > limits.max_request_bytes:
         raise InputError("images", f"{total / MB:.1f} MB in all; the limit is {megabytes(limits.max_request_bytes)}",
                          413)
+    declared = sum(_declared_pixels(upload) for upload in uploads)  # headers only: before any full decode
+    if declared > limits.max_total_pixels:
+        raise InputError("images", f"{len(uploads)} images of {declared / 1e6:.1f} megapixels in all; the limit is "
+                                   f"{limits.max_total_megapixels:g} megapixels a request", 413)
     return [check_image(upload, limits) for upload in uploads]
+
+
+def _declared_pixels(upload: Upload) -> int:
+    """Width × height as the file's header says (0 when it has none: `check_image` then says why)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(upload.data)) as image:
+                return int(image.size[0] * image.size[1])
+    except Exception:  # unreadable: refused with its own message by check_image
+        return 0
+
+
+def clean_name(name: str | None) -> str:
+    """An uploaded file's name as stored and shown: control characters (NUL, newlines, escapes) and
+    unpaired surrogates dropped, at most NAME_MAX_CHARS; "image" when nothing is left. Only ever
+    stored as text: files are named by their hash."""
+    kept = "".join(ch for ch in name or "" if unicodedata.category(ch) not in ("Cc", "Cs", "Zl", "Zp"))
+    return kept.strip()[:NAME_MAX_CHARS] or "image"
 
 
 def check_image(upload: Upload, limits: Limits) -> CheckedImage:
     """Judge a file by its content: size, pixel count, a full decode; never by name or declared type."""
-    name = upload.name or "image"
+    name = clean_name(upload.name)
     field = f"images[{name}]"
     if len(upload.data) > limits.max_image_bytes:
         raise InputError(field, f"{name} is {len(upload.data) / MB:.1f} MB; the limit is "

@@ -58,9 +58,44 @@ class SupportsOverride(BaseModel):
 
 
 @dataclass(frozen=True)
+class ImageUse:
+    """The most of an image a family's processor uses; past it, its own resize throws pixels away.
+
+    Each figure is a floor the server keeps when it downsizes an upload before sending it to a model:
+    the shortest side (resize-then-crop families), the longest side (fit-within families), or the
+    pixel count (tiling and dynamic-resolution families)."""
+
+    short_side: int | None = None
+    long_side: int | None = None
+    pixels: int | None = None
+
+    def scale(self, width: int, height: int) -> float:
+        """The factor (at most 1) that keeps every figure this family uses."""
+        needs = []
+        if self.short_side:
+            needs.append(self.short_side / min(width, height))
+        if self.long_side:
+            needs.append(self.long_side / max(width, height))
+        if self.pixels:
+            needs.append((self.pixels / (width * height)) ** 0.5)
+        return min(1.0, max(needs)) if needs else 1.0
+
+
+# A family we know nothing of (a plugin, a remote endpoint's model) gets images of up to 16.8 MP.
+GENERIC_IMAGE_USE = ImageUse(pixels=4096 * 4096)
+
+
+def tiles(count: int, side: int) -> int:
+    """Twice the pixels of `count` square tiles: a tiling processor's grid choice depends on the image's
+    area and aspect, so the floor keeps room for any grid it may pick."""
+    return 2 * count * side * side
+
+
+@dataclass(frozen=True)
 class FamilyDefaults:
     budget: InputBudget
     capabilities: Capabilities = field(default_factory=Capabilities)
+    image_use: ImageUse = GENERIC_IMAGE_USE
 
 
 QWEN_PIXEL = 28 * 28  # one image token of Qwen2-VL / Qwen2.5-VL covers 28×28 pixels after merging
@@ -69,13 +104,13 @@ QWEN_PIXEL = 28 * 28  # one image token of Qwen2-VL / Qwen2.5-VL covers 28×28 p
 # model cards); see the README's verification table for where each was read.
 FAMILY_DEFAULTS: dict[str, FamilyDefaults] = {
     # LLaVA-1.5: 576 tokens an image (336 px / 14 px patches), Llama-2 context of 4,096.
-    "llava": FamilyDefaults(InputBudget(context_tokens=4096)),
+    "llava": FamilyDefaults(InputBudget(context_tokens=4096), image_use=ImageUse(short_side=336)),
     # PaliGemma pt: 256 (224 px) or 1,024 (448 px) image tokens, one image, 8,192 positions.
-    "paligemma": FamilyDefaults(InputBudget(context_tokens=8192, max_images=1)),
+    "paligemma": FamilyDefaults(InputBudget(context_tokens=8192, max_images=1), image_use=ImageUse(short_side=448)),
     # SmolVLM (Idefics3): 81 tokens a 384-px tile, up to 4×4 tiles + 1; 16,384 positions.
-    "idefics3": FamilyDefaults(InputBudget(context_tokens=16384)),
+    "idefics3": FamilyDefaults(InputBudget(context_tokens=16384), image_use=ImageUse(long_side=2048)),
     # Llama 3.2 Vision: one image by cross-attention (the card: single image), 128k positions.
-    "mllama": FamilyDefaults(InputBudget(context_tokens=131072, max_images=1)),
+    "mllama": FamilyDefaults(InputBudget(context_tokens=131072, max_images=1), image_use=ImageUse(long_side=2240)),
     # Qwen2-VL: dynamic resolution; the checkpoint allows 12.8 MP (16,384 tokens) an image. The model
     # card's suggested ceiling is 1,280 tokens an image (1280·28·28 px): that is the default here.
     "qwen2_vl": FamilyDefaults(InputBudget(context_tokens=32768, min_pixels=4 * QWEN_PIXEL,
@@ -83,18 +118,19 @@ FAMILY_DEFAULTS: dict[str, FamilyDefaults] = {
     "qwen2_5_vl": FamilyDefaults(InputBudget(context_tokens=32768, min_pixels=4 * QWEN_PIXEL,
                                              max_pixels=1280 * QWEN_PIXEL)),
     # InternVL (transformers-native): 256 tokens a 448-px tile, up to 12 tiles + thumbnail.
-    "internvl": FamilyDefaults(InputBudget(context_tokens=32768)),
+    "internvl": FamilyDefaults(InputBudget(context_tokens=32768), image_use=ImageUse(pixels=tiles(12, 448))),
     # Gemma 3: 256 tokens an image, 128k context (4B and up).
-    "gemma3": FamilyDefaults(InputBudget(context_tokens=131072)),
+    "gemma3": FamilyDefaults(InputBudget(context_tokens=131072), image_use=ImageUse(short_side=896)),
     # MiniCPM-V 2.6: 64 tokens a slice, up to 9 slices + the whole image; chat's max_inp_length 8,192.
-    "minicpm_v": FamilyDefaults(InputBudget(context_tokens=8192)),
+    "minicpm_v": FamilyDefaults(InputBudget(context_tokens=8192), image_use=ImageUse(pixels=tiles(9, 448))),
     # Molmo-7B-0924: one image, up to 12 crops + a global view; 4,096 positions.
-    "molmo": FamilyDefaults(InputBudget(context_tokens=4096, max_images=1)),
+    "molmo": FamilyDefaults(InputBudget(context_tokens=4096, max_images=1), image_use=ImageUse(pixels=tiles(12, 336))),
     # moondream: one image of 729 tokens, 2,048 positions.
-    "moondream": FamilyDefaults(InputBudget(context_tokens=2048, max_images=1)),
+    "moondream": FamilyDefaults(InputBudget(context_tokens=2048, max_images=1),
+                                 image_use=ImageUse(pixels=tiles(12, 378))),
     # InternVL2-2B (remote code): 256 tokens a 448-px tile, up to 12 tiles + thumbnail; its
     # InternLM2-1.8B has 32k positions, but the card says it was trained with an 8k context window.
-    "internvl2": FamilyDefaults(InputBudget(context_tokens=8192)),
+    "internvl2": FamilyDefaults(InputBudget(context_tokens=8192), image_use=ImageUse(pixels=tiles(12, 448))),
 }
 
 

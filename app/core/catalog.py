@@ -13,8 +13,10 @@ from app.core import families
 from app.core.budget import (
     BudgetOverride,
     Capabilities,
+    ImageUse,
     InputBudget,
     SupportsOverride,
+    family_defaults,
     resolve_budget,
     resolve_capabilities,
 )
@@ -121,6 +123,12 @@ class ModelSpec(BaseModel):
     @property
     def capabilities(self) -> Capabilities:
         return resolve_capabilities(self.family, self.supports)
+
+    @property
+    def image_use(self) -> ImageUse:
+        """The most of an image this model uses: its pixel budget when it has one, else its family's."""
+        pixels = self.input_budget.max_pixels
+        return ImageUse(pixels=pixels) if pixels else family_defaults(self.family).image_use
 
 
 class Catalog(BaseModel):

@@ -54,7 +54,8 @@ class Limits(BaseSettings):
 
     def help_text(self) -> str:
         return (f"Up to {self.max_images} images, {megabytes(self.max_image_bytes)} each and "
-                f"{megabytes(self.max_request_bytes)} in all, {self.max_megapixels:g} megapixels each; "
+                f"{megabytes(self.max_request_bytes)} in all, {self.max_megapixels:g} megapixels each and "
+                f"{self.max_total_megapixels:g} in all; "
                 f"a prompt of up to {self.max_prompt_chars:,} characters; up to {self.max_models} models.")
 
 

@@ -45,6 +45,8 @@ class WorkerHandle(Protocol):
 
     async def measure_gb(self) -> float | None: ...
 
+    async def health(self) -> dict[str, Any] | None: ...
+
 
 class Launcher(Protocol):
     """Starts a model's worker; the pool needs nothing else of it."""
@@ -75,8 +77,17 @@ class ProcessWorker:
     async def measure_gb(self) -> float | None:
         with contextlib.suppress(httpx.HTTPError, ValueError):
             response = await self.client.get(f"http://127.0.0.1:{self.port}/memory", timeout=5)
-            self.measured_gb = max(response.json()["bytes"], 0) / GB
+            body = response.json()  # the peak: weights plus the largest request's working memory so far
+            self.measured_gb = max(body.get("peak_bytes", body["bytes"]), 0) / GB
         return self.measured_gb
+
+    async def health(self, timeout_s: float = 2.0) -> dict[str, Any] | None:
+        """The worker's `/health` answer, or None when it does not answer within `timeout_s`."""
+        try:
+            response = await self.client.get(f"http://127.0.0.1:{self.port}/health", timeout=timeout_s)
+            return dict(response.json())
+        except (httpx.HTTPError, ValueError):
+            return None
 
     async def terminate(self, grace_s: float = 10.0) -> int:
         """SIGTERM, then SIGKILL after `grace_s`; returns once the process has exited."""

@@ -21,26 +21,15 @@ from typing import Any
 
 from app.core.catalog import Catalog, ModelSpec
 from app.pool.client import OpenAIBackend
+from app.pool.errors import Busy, PoolError, TooLarge, TooManyWaiting, Unavailable
 from app.pool.launcher import Launcher, LoadError, WorkerHandle
 from app.pool.sizes import SizeBook
+from app.pool.turns import Position, Turns
 
 log = logging.getLogger("vlm_playground.pool")
-
-
-class PoolError(RuntimeError):
-    """A lease that cannot be granted; the message is meant for the person who asked."""
-
-
-class TooLarge(PoolError):
-    """The model needs more memory than the whole budget."""
-
-
-class Busy(PoolError):
-    """Everything resident is in use and the model did not fit in time."""
-
-
-class Unavailable(PoolError):
-    """The model cannot be served (catalogue says so, or its last load failed recently)."""
+__all__ = ["Busy", "ModelPool", "ModelState", "PoolError", "ResidentState", "TooLarge", "TooManyWaiting",
+           "Unavailable", "detect_budget_gb"]
+STOP_GRACE_S = 5.0  # how long a worker may take to stop an answer that ran past the time limit
 
 
 class ResidentState(StrEnum):
@@ -98,6 +87,7 @@ class ModelPool:
 
     def __init__(self, catalog: Catalog, launcher: Launcher, budget_gb: float, sizes: SizeBook | None = None,
                  wait_timeout_s: float = 120.0, retry_after_s: float = 30.0, idle_timeout_s: float | None = None,
+                 queue_timeout_s: float = 120.0, max_queued_per_client: int = 4,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.catalog = catalog
         self.launcher = launcher
@@ -106,8 +96,11 @@ class ModelPool:
         self.wait_timeout_s = wait_timeout_s
         self.retry_after_s = retry_after_s
         self.idle_timeout_s = idle_timeout_s
+        self.queue_timeout_s = queue_timeout_s
+        self.max_queued_per_client = max_queued_per_client
         self.clock = clock
         self.counters = Counters()
+        self._turns: dict[str, Turns] = {}
         self._resident: dict[str, Resident] = {}
         self._draining: dict[int, float] = {}  # id(resident) → planned GB, until its process exits
         self._failures: dict[str, Failure] = {}
@@ -136,19 +129,30 @@ class ModelPool:
     # --- leasing -----------------------------------------------------------------------------------
 
     @contextlib.asynccontextmanager
-    async def lease(self, model_id: str) -> AsyncIterator[Any]:
-        """A backend for `model_id`, loading it if needed; held models are never evicted."""
+    async def lease(self, model_id: str, client: str = "", on_position: Position | None = None) -> AsyncIterator[Any]:
+        """A backend for `model_id`, loaded if needed, once it is this request's turn on it.
+
+        Held models are never evicted. Requests for a local model take turns (see `Turns`): `client`
+        names who asks, for round-robin between clients; `on_position` hears how many are ahead."""
         spec = self._spec(model_id)
         if spec.is_remote:
             yield self._remote_backend(spec)
             return
         resident = await self._acquire(spec)
         try:
-            yield resident.worker.backend  # type: ignore[union-attr]
+            async with self.turns(spec.id).turn(client, on_position):
+                yield resident.worker.backend  # type: ignore[union-attr]
         finally:
             resident.leases -= 1
             resident.last_used = self.clock()
             self._signal()
+
+    def turns(self, model_id: str) -> Turns:
+        """The queue of requests for one local model (one answer at a time on its worker)."""
+        if model_id not in self._turns:
+            self._turns[model_id] = Turns(model_id, max_waiting=self.max_queued_per_client,
+                                          timeout_s=self.queue_timeout_s, clock=self.clock)
+        return self._turns[model_id]
 
     def _spec(self, model_id: str) -> ModelSpec:
         try:
@@ -322,12 +326,32 @@ class ModelPool:
         return True
 
     async def timed_out(self, model_id: str, limit_s: float) -> str:
-        """An answer ran past the generation time limit: stop its (still leased, so never a fresh) worker,
-        and say so."""
+        """An answer ran past the generation time limit and its stream was closed (the caller still holds
+        the turn): keep the worker if it stops the answer and answers its health check; otherwise
+        restart it. Says which."""
         message = f"no answer within the generation time limit of {limit_s:g} s"
-        if await self.discard(model_id, message):
-            message += "; its worker was restarted"
+        hung = await self._hung(model_id)
+        if hung is None:
+            return message + "; the answer was stopped (its worker is healthy and stays loaded)"
+        if await self.discard(model_id, hung):
+            message += f"; its worker {hung}, so it was restarted"
         return message
+
+    async def _hung(self, model_id: str) -> str | None:
+        """Why the model's worker must be restarted, or None when it is healthy and idle again."""
+        resident = self._resident.get(model_id)
+        if resident is None or resident.worker is None or resident.state != ResidentState.READY:
+            return None
+        deadline = self.clock() + STOP_GRACE_S
+        while True:
+            health = await resident.worker.health()
+            if health is None:
+                return "stopped answering its health check"
+            if not health.get("active"):
+                return None
+            if self.clock() >= deadline:
+                return f"did not stop the answer within {STOP_GRACE_S:g} s of being asked"
+            await asyncio.sleep(0.2)
 
     async def discard(self, model_id: str, reason: str) -> bool:
         """Stop a worker that misbehaves (hung past the time limit), leased or not; the next use reloads.

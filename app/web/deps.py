@@ -72,6 +72,12 @@ def rater_of(request: Request, given: str | None = None) -> str:
     return name or services(request).settings.default_rater
 
 
+def client_of(request: Request) -> str:
+    """Who is asking, for fair turns on a busy model: the connection's address (a name given in the
+    request would let one client pose as many)."""
+    return f"address {request.client.host if request.client else 'unknown'}"
+
+
 def _settings(request: Request) -> Settings:
     return services(request).settings
 

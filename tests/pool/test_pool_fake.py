@@ -94,7 +94,8 @@ def catalog(**sizes: float):
 
 def make_pool(budget: float, wait_s: float = 1.0, fail: set[str] | None = None, **sizes: float):
     launcher = FakeLauncher(sizes, fail=fail)
-    pool = ModelPool(catalog(**sizes), launcher, budget, SizeBook(), wait_timeout_s=wait_s, retry_after_s=60)
+    pool = ModelPool(catalog(**sizes), launcher, budget, SizeBook(), wait_timeout_s=wait_s, retry_after_s=60,
+                     max_queued_per_client=100)
     return pool, launcher
 
 

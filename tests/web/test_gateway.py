@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import base64
+import json
+import time
 
+import httpx
 import pytest
 from openai import APIStatusError, OpenAI
 
@@ -59,10 +62,10 @@ def test_unknown_model_is_404(client):
     assert caught.value.status_code == 404 and "nope" in str(caught.value)
 
 
-def test_prompt_without_an_image_is_400(client):
+def test_prompt_without_an_image_is_422(client):
     with pytest.raises(APIStatusError) as caught:
         client.chat.completions.create(model="tiny-llava", messages=messages(), max_tokens=2)
-    assert caught.value.status_code == 400 and "at least one image" in str(caught.value)
+    assert caught.value.status_code == 422 and "at least one image" in str(caught.value)
 
 
 def test_remote_urls_are_not_fetched(client):
@@ -70,3 +73,37 @@ def test_remote_urls_are_not_fetched(client):
     with pytest.raises(APIStatusError) as caught:
         client.chat.completions.create(model="tiny-llava", messages=messages(part), max_tokens=2)
     assert caught.value.status_code == 400 and "only data: URLs" in str(caught.value)
+
+
+def raw_chat(live_server, body: dict | str) -> httpx.Response:
+    content = body if isinstance(body, str) else json.dumps(body)
+    return httpx.post(f"{live_server.url}/v1/chat/completions", content=content,
+                      headers={"content-type": "application/json"}, timeout=60)
+
+
+@pytest.mark.parametrize(("field", "value", "says"), [
+    ("seed", 2**64, "seed: must be between 0 and 2147483647"),
+    ("temperature", 1e-45, "temperature: must be 0 (greedy) or from 0.01 to 2.0"),
+    ("temperature", "warm", "temperature: must be a number"),
+    ("top_p", 0, "top_p: must be between 0.01 and 1.0"),
+    ("max_tokens", 10**6, "max_tokens: must be between 1 and 2048"),
+])
+def test_generation_settings_are_checked_as_the_page_checks_them(live_server, field, value, says):
+    body = {"model": "tiny-llava", "messages": messages(image_part()), "max_tokens": 2, field: value}
+    response = raw_chat(live_server, body)
+    assert response.status_code == 422 and says in response.json()["error"]["message"], response.text
+
+
+def test_a_prompt_over_the_limit_is_refused_before_any_model_sees_it(live_server):
+    started = time.monotonic()
+    long = [{"role": "user", "content": [image_part(), {"type": "text", "text": "x" * 40_000}]}]
+    response = raw_chat(live_server, {"model": "tiny-llava", "messages": long, "max_tokens": 2})
+    assert response.status_code == 422, response.text
+    assert "prompt: is 40,000 characters; the limit is 4,000" in response.json()["error"]["message"]
+    assert time.monotonic() - started < 2
+
+
+def test_json_nested_a_thousand_deep_is_a_400_not_a_crash(live_server):
+    response = raw_chat(live_server, '{"model": "tiny-llava", "messages": ' + "[" * 1000 + "]" * 1000 + "}")
+    assert response.status_code == 400 and "nested more than 32 levels" in response.json()["error"]["message"]
+    assert raw_chat(live_server, "{not json").status_code == 400

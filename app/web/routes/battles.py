@@ -15,7 +15,7 @@ from app.compare.battles import DEFAULT_K, MAX_K, VoteRefused, candidates, cast_
 from app.compare.validation import InputError, RowId
 from app.storage import battles, comparisons
 from app.storage.battles import FLAG_REASON_MAX_CHARS
-from app.web.deps import RATER_MAX_CHARS, AdminOnly, EngineDep, Services, ServicesDep, rater_of, services
+from app.web.deps import RATER_MAX_CHARS, AdminOnly, EngineDep, Services, ServicesDep, client_of, rater_of, services
 from app.web.routes.api import REFUSALS, read_comparison_form, refusal
 from app.web.schemas import Refusal
 from app.web.templating import templates
@@ -96,7 +96,7 @@ async def start_battle(request: Request, rater: str) -> tuple[int, int]:
     elif len(models) > MAX_K:
         raise InputError("models", f"{len(models)} models picked; a battle takes at most {MAX_K}")
     comparison_id = await running.runner.submit(prompt, uploads, models, params, rater, battle=True, drawn=drawn,
-                                                stop_when_abandoned=is_htmx(request))
+                                                stop_when_abandoned=is_htmx(request), client=client_of(request))
     battle_id = await asyncio.to_thread(battles.battle_of_comparison, running.engine, comparison_id)
     assert battle_id is not None
     return battle_id, comparison_id

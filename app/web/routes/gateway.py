@@ -1,14 +1,18 @@
 """`/v1/chat/completions` and `/v1/models`: the resident models, for any OpenAI client.
 
 Requests are routed through the same pool as the page, so an evaluation harness and people
-comparing models share the GPU under one budget.
+comparing models share the GPU under one budget, take fair turns on a busy model, and meet the
+same limits: prompt length, image count, size and pixels, and generation settings.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import math
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -16,11 +20,13 @@ from fastapi.responses import JSONResponse
 from fastapi.sse import EventSourceResponse
 from pydantic import ValidationError
 
-from app.compare.validation import InputError, Upload, check_images
-from app.core.generation import Finish, StreamClock
+from app.compare.downsize import Downsizer
+from app.compare.validation import CheckedImage, InputError, Upload, check_images, check_params, check_prompt
+from app.core.generation import Finish, GenerationParams, StreamClock
 from app.core.protocol import (
     ChatRequest,
     ChunkWriter,
+    ImagePart,
     ProtocolError,
     chat_input,
     error_body,
@@ -29,14 +35,17 @@ from app.core.protocol import (
     whole_answer,
 )
 from app.pool.client import BackendError
-from app.pool.pool import Busy, PoolError, TooLarge
-from app.web.deps import services
+from app.pool.pool import Busy, PoolError, TooLarge, TooManyWaiting
+from app.web.deps import Services, client_of, services
 
 router = APIRouter(prefix="/v1", tags=["openai"])
+MAX_JSON_DEPTH = 32  # a chat request nests 6 deep; deeper JSON is refused before it is parsed
 
 
-def _error(message: str, status: int, kind: str = "invalid_request_error", code: Any = None) -> JSONResponse:
-    return JSONResponse(error_body(message, kind, code), status_code=status)
+def _error(message: str, status: int, kind: str = "invalid_request_error", code: Any = None,
+           retry_after_s: float | None = None) -> JSONResponse:
+    headers = {"Retry-After": str(math.ceil(retry_after_s))} if retry_after_s else None
+    return JSONResponse(error_body(message, kind, code), status_code=status, headers=headers)
 
 
 @router.get("/models")
@@ -52,43 +61,118 @@ async def chat_completions(request: Request) -> JSONResponse | EventSourceRespon
     """OpenAI chat completions with `image_url` data URLs; `stream` true or false."""
     state = services(request)
     try:
-        chat = ChatRequest.model_validate(await request.json())
-        wanted = chat_input(chat)
-        limit = state.settings.limits.max_new_tokens
-        if wanted.params.max_new_tokens > limit:
-            return _error(f"max_tokens: {wanted.params.max_new_tokens} is over this server's limit of {limit}", 400)
-        check_images([Upload(f"image {i + 1}", part.data) for i, part in enumerate(wanted.images)],
-                      state.settings.limits)
-    except ValidationError as exc:
-        return _error(first_problem(exc.errors()), 400)
+        chat, wanted = _checked(await request.body(), state)
     except InputError as exc:
-        return _error(str(exc), 413 if exc.status_code == 413 else 400)
-    except (ProtocolError, ValueError) as exc:
+        return _error(exc.detail, exc.status_code)
+    except ProtocolError as exc:
         return _error(str(exc), 400)
     reason = state.reachability.get(chat.model, "unknown model")
     if chat.model not in state.reachability or reason is not None:
         return _error(f"model '{chat.model}': {reason}", 404, code="model_not_found")
+    spec = state.catalog.get(chat.model)
+    images, _ = await asyncio.to_thread(Downsizer(wanted.images).for_model, spec)
     stack = contextlib.AsyncExitStack()
-    try:  # take the lease before answering, so pool errors get a proper status
-        backend = await stack.enter_async_context(state.pool.lease(chat.model))
+    try:  # take the lease (and the turn) before answering, so pool errors get a proper status
+        backend = await stack.enter_async_context(state.pool.lease(chat.model, client=client_of(request)))
     except TooLarge as exc:
         return _error(str(exc), 400, "model_too_large")
+    except TooManyWaiting as exc:
+        return _error(str(exc), 429, "rate_limit_exceeded", "busy", exc.retry_after_s)
     except Busy as exc:
-        return _error(str(exc), 503, "busy", "busy")
+        return _error(str(exc), 503, "busy", "busy", exc.retry_after_s or state.settings.retry_after_s)
     except PoolError as exc:
-        return _error(str(exc), 503, "model_unavailable")
+        return _error(str(exc), 503, "model_unavailable", retry_after_s=exc.retry_after_s)
     writer = ChunkWriter(chat.model)
-    answer = _answer(backend, wanted, stack, state.pool, chat.model, state.settings.generation_timeout_s)
+    answer = _answer(backend, wanted.prompt, images, wanted.params, stack, state, chat.model)
+    try:  # the first piece before the status: a request the model refuses (too long for it) gets a 4xx
+        first = await anext(answer)
+    except StopAsyncIteration:
+        return _error("the model ended without an answer", 502, "model_error", "model_error")
+    except BackendError as exc:
+        status = exc.status if exc.status and 400 <= exc.status < 500 else 502
+        return _error(str(exc), status, "model_error" if status == 502 else "invalid_request_error")
     if chat.stream:
-        return EventSourceResponse(sse_answer(answer, writer))
-    return await whole_answer(answer, writer, failure_status=502)
+        return EventSourceResponse(sse_answer(_then(first, answer), writer))
+    return await whole_answer(_then(first, answer), writer, failure_status=502)
 
 
-async def _answer(backend: Any, wanted: Any, stack: contextlib.AsyncExitStack, pool: Any, model: str,
-                  limit_s: float) -> AsyncIterator[tuple[str | Finish, float | None, float]]:
-    """Pieces with (time to first token, elapsed), within the generation time limit; releases the lease."""
+@dataclass(frozen=True)
+class CheckedChat:
+    """What the gateway sends on: the prompt, the generation settings, and the images as checked."""
+
+    prompt: str
+    params: GenerationParams
+    images: list[CheckedImage]
+
+
+def _checked(body: bytes, state: Services) -> tuple[ChatRequest, CheckedChat]:
+    """Parse and check a chat request as the page's API checks a comparison (same limits, same messages)."""
+    limits = state.settings.limits
+    raw = _json(body)
+    if not isinstance(raw, dict):
+        raise ProtocolError("body: expected a JSON object")
+    asked = {"max_new_tokens": raw.get("max_completion_tokens", raw.get("max_tokens")),
+             "temperature": raw.get("temperature"), "top_p": raw.get("top_p"), "seed": raw.get("seed")}
+    try:
+        params = check_params(asked, limits)
+    except InputError as exc:
+        name = "max_tokens" if exc.field == "max_new_tokens" else exc.field
+        raise InputError(name, exc.message) from None
+    try:
+        chat = ChatRequest.model_validate({**raw, "max_tokens": None, "max_completion_tokens": None,
+                                           "temperature": params["temperature"], "top_p": params["top_p"],
+                                           "seed": params["seed"]})
+    except ValidationError as exc:
+        raise ProtocolError(first_problem(exc.errors())) from None
+    wanted = chat_input(chat)
+    check_prompt(wanted.prompt, limits)
+    checked = check_images([Upload(f"image {i + 1}", part.data) for i, part in enumerate(wanted.images)], limits)
+    generation = GenerationParams(max_new_tokens=params["max_new_tokens"], temperature=params["temperature"],
+                                  top_p=params["top_p"], seed=params["seed"])
+    return chat, CheckedChat(wanted.prompt, generation, checked)
+
+
+def _json(body: bytes) -> Any:
+    """The request body as JSON; nesting deeper than a chat request needs is refused before parsing."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for byte in body:  # counts brackets outside strings: linear, no recursion
+        if in_string:
+            if escaped:
+                escaped = False
+            elif byte == 0x5C:  # backslash
+                escaped = True
+            elif byte == 0x22:  # quote
+                in_string = False
+        elif byte == 0x22:
+            in_string = True
+        elif byte in (0x5B, 0x7B):
+            depth += 1
+            deepest = max(deepest, depth)
+            if deepest > MAX_JSON_DEPTH:
+                raise ProtocolError(f"body: JSON nested more than {MAX_JSON_DEPTH} levels deep")
+        elif byte in (0x5D, 0x7D):
+            depth -= 1
+    try:
+        return json.loads(body)
+    except (ValueError, RecursionError) as exc:
+        raise ProtocolError(f"body: not valid JSON ({exc})") from None
+
+
+async def _then(first: Any, rest: AsyncIterator[Any]) -> AsyncIterator[Any]:
+    yield first
+    async for item in rest:
+        yield item
+
+
+async def _answer(backend: Any, prompt: str, images: list[ImagePart], params: GenerationParams,
+                  stack: contextlib.AsyncExitStack, state: Services, model: str
+                  ) -> AsyncIterator[tuple[str | Finish, float | None, float]]:
+    """Pieces with (time to first token, elapsed), within the generation time limit, timed from this
+    request's turn on the model; releases the lease (and the turn) at the end."""
+    limit_s = state.settings.generation_timeout_s
     clock = StreamClock()
-    pieces = backend.stream(wanted.prompt, wanted.images, wanted.params)
+    pieces = backend.stream(prompt, images, params)
     try:
         while True:  # each wait bounded by what is left of the limit (time spent yielding counts too)
             left = limit_s - clock.elapsed()
@@ -98,7 +182,8 @@ async def _answer(backend: Any, wanted: Any, stack: contextlib.AsyncExitStack, p
                 break
             yield (piece, *clock.mark(piece))
     except TimeoutError:
-        raise BackendError(f"{model}: {await pool.timed_out(model, limit_s)}") from None
+        await pieces.aclose()  # closes the worker's stream: it stops generating
+        raise BackendError(f"{model}: {await state.pool.timed_out(model, limit_s)}") from None
     finally:
         await pieces.aclose()
         await stack.aclose()
