@@ -206,3 +206,24 @@ def test_large_images_reach_the_worker_at_the_size_the_model_uses(server):
     print(f"\nworker RSS growth under two 40-MP images: {growth_mb:.0f} MB (decoded: {decoded_mb:.0f} MB; "
           f"planned {planned} GB)")
     assert growth_mb < 50
+
+
+def test_a_queued_panel_says_how_many_requests_are_ahead(server):
+    """The page's panel, followed over its event stream, shows its place in the model's queue."""
+    warm(server, SLOW)
+    url = f"{server.url}/v1/chat/completions"
+    busy = [Timed(f"127.0.0.{20 + i}", url, chat(SLOW, int(1.5 / STEP_S))) for i in range(2)]
+    time.sleep(0.3)
+    with http("127.0.0.1") as client:
+        started = client.post(f"{server.url}/compare", files=[("images", ("red.png", png_bytes((200, 0, 0)),
+                                                                          "image/png"))],
+                              data={"prompt": "Describe it.", "models": SLOW, "max_new_tokens": "2"})
+        assert started.status_code == 303, started.text
+        seen = ""
+        with client.stream("GET", f"{server.url}{started.headers['location']}/events", timeout=30) as events:
+            for line in events.iter_lines():
+                seen += line
+                if "ahead on this model" in line or "st-done" in line:
+                    break
+    assert "queued <span class=\"st-detail\">· 2 requests ahead on this model" in seen, seen[-600:]  # 1 running
+    assert all(request.join().status_code == 200 for request in busy)

@@ -51,6 +51,7 @@ class _PanelSource:
         if state in ("loading", "generating") and info.get("since"):
             panel["elapsed"] = max(0.0, time.time() - float(info["since"]))
         panel["detail"] = info.get("detail") if state == "loading" else None
+        panel["ahead"] = info.get("ahead") if state == "queued" else None
         if state == "done" and info.get("total_s") is not None:
             panel["total_s"] = info["total_s"]
         return panel
