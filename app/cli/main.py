@@ -209,6 +209,7 @@ def _serve(settings, host: str, port: int) -> int:
 
     from app.storage.health import StoreError, check_store
     from app.web.app import create_app
+    from app.web.connections import LimitedServer, uvicorn_options
 
     try:  # the data directory takes data, the database opens, is intact and at a known migration
         check_store(settings.database_url, settings.data_dir)
@@ -223,7 +224,7 @@ def _serve(settings, host: str, port: int) -> int:
     # On SIGTERM the answers in flight get the grace period to finish and the rest are marked interrupted
     # first, so the requests waiting on them are answered; then uvicorn closes what is left.
 
-    class Server(uvicorn.Server):
+    class Server(LimitedServer):  # header deadline, connection cap, guarded logs
         async def shutdown(self, sockets: list | None = None) -> None:
             running = getattr(app.state, "services", None)  # absent when start-up failed
             if running is not None:
@@ -231,7 +232,8 @@ def _serve(settings, host: str, port: int) -> int:
             await super().shutdown(sockets)
 
     Server(uvicorn.Config(app, host=host, port=port, log_level="warning",
-                          timeout_graceful_shutdown=max(1, round(settings.shutdown_grace_s)))).run()
+                          timeout_graceful_shutdown=max(1, round(settings.shutdown_grace_s)),
+                          **uvicorn_options(settings))).run()
     return 0
 
 

@@ -74,7 +74,7 @@ def create_app(settings: Settings, bind_host: str = "127.0.0.1") -> FastAPI:
 
     app = FastAPI(title="VLM Playground", version="0.1.0", lifespan=lifespan,
                   description="Compare vision-language models side by side.")
-    app.add_middleware(BodyLimit, max_bytes=settings.limits.max_request_bytes)
+    app.add_middleware(BodyLimit, max_bytes=settings.limits.max_request_bytes, timeout_s=settings.body_timeout_s)
     app.add_middleware(Security, auth_token=auth_token, accounts=accounts,
                        hosts=HostCheck(bind_host, settings.allowed_hosts))
     app.state.accounts = accounts
