@@ -73,8 +73,11 @@ def rater_of(request: Request, given: str | None = None) -> str:
 
 
 def client_of(request: Request) -> str:
-    """Who is asking, for fair turns on a busy model: the connection's address (a name given in the
-    request would let one client pose as many)."""
+    """Who is asking, for fair turns on a busy model: the signed-in account, else the connection's
+    address (a name given in the request would let one client pose as many)."""
+    account = account_of(request)
+    if account is not None:
+        return f"account {account.name}"
     return f"address {request.client.host if request.client else 'unknown'}"
 
 

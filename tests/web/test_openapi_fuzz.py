@@ -1,7 +1,8 @@
 """Generated input against a live server: no request may get a 5xx.
 
 1. Schemathesis reads the running app's `/openapi.json` and sends, for every operation, a bounded
-   number of inputs that fit the schema (positive) and that break it (negative).
+   number of inputs that fit the schema (positive) and that break it (negative); every answer must
+   be documented: its status code, its content type, and its body's schema.
 2. Two operations take bodies the schema does not describe (`POST /api/comparisons` reads a
    multipart form by hand; `POST /v1/chat/completions` reads OpenAI JSON by hand), so Schemathesis
    can only send them empty bodies. Hypothesis fills that gap with hostile forms and chat bodies:
@@ -24,6 +25,12 @@ import httpx
 import pytest
 import schemathesis  # the test extra: schemathesis>=4
 from hypothesis import HealthCheck, Phase, given, settings
+from schemathesis.checks import not_a_server_error
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
 from hypothesis import strategies as st
 from hypothesis.errors import Unsatisfiable
 
@@ -34,7 +41,8 @@ EXAMPLES = 25  # per operation and generation mode
 MODELS = ["tiny-llava", "tiny-qwen2-vl"]
 QUICK = settings(max_examples=EXAMPLES, deadline=None, database=None, derandomize=True,
                  phases=[Phase.explicit, Phase.generate], suppress_health_check=list(HealthCheck))
-BODIES = settings(QUICK, max_examples=60)  # the hand-read bodies: more examples, each a valid one made hostile
+BODIES = settings(QUICK, max_examples=60)
+CONFORMANCE = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]  # the hand-read bodies: more examples, each a valid one made hostile
 
 
 @pytest.fixture(scope="module")
@@ -69,11 +77,16 @@ def _fuzz_operation(strategy: Any, label: str, base_url: str, counts: dict[str, 
         response = case.call(base_url=base_url, timeout=60)
         counts[label] = counts.get(label, 0) + 1
         _record(failures, label, response, repr(case))
+        try:  # the answer is one the document describes: its status, its type, its body's schema
+            case.validate_response(response, checks=CONFORMANCE)
+        except Exception as exc:  # schemathesis raises a group of check failures
+            failures.append(f"{label}: {response.status_code} does not match the document: "
+                            f"{str(exc).strip()[:400]} (body {response.text[:200]!r})")
 
     exercise()
 
 
-def test_schemathesis_finds_no_5xx_in_any_operation(fuzz_server):
+def test_schemathesis_finds_no_5xx_and_every_answer_matches_the_document(fuzz_server):
     from schemathesis import GenerationMode
 
     schema = schemathesis.openapi.from_url(f"{fuzz_server.url}/openapi.json")
