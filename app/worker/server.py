@@ -113,6 +113,12 @@ class WorkerState:
         self.load_s: float | None = None
         self.gate = asyncio.Semaphore(1)  # one generation at a time; others queue here
         self.active = 0
+        self.threads: set[threading.Thread] = set()  # generation threads, kept until they end
+
+    def generating(self) -> int:
+        """Generations still running: threads, since a thread asked to stop may not (a hung kernel)."""
+        self.threads = {thread for thread in self.threads if thread.is_alive()}
+        return len(self.threads)
 
     def load(self) -> None:
         """Load the model (in a background thread) and report the outcome to the parent."""
@@ -173,6 +179,7 @@ async def generate_async(state: WorkerState, call: Call, cancel: threading.Event
             loop.call_soon_threadsafe(queue.put_nowait, _DONE)
 
     thread = threading.Thread(target=produce, name="generation", daemon=True)
+    state.threads.add(thread)
     thread.start()
     pieces = 0
     try:
@@ -209,7 +216,8 @@ def create_worker_app(state: WorkerState, token: str | None = None) -> FastAPI:
 
     @app.get("/health")
     async def health() -> JSONResponse:
-        body = {"status": state.status, "model": state.spec.id, "error": state.error, "active": state.active}
+        body = {"status": state.status, "model": state.spec.id, "error": state.error,
+                "active": max(state.active, state.generating())}
         return JSONResponse(body, status_code=200 if state.status != "failed" else 503)
 
     @app.get("/memory")
