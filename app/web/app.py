@@ -12,6 +12,7 @@ from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
+from sqlalchemy.exc import DatabaseError
 
 from app.compare.runner import ComparisonRunner
 from app.core.catalog import load_catalog
@@ -22,9 +23,11 @@ from app.pool.pool import ModelPool, detect_budget_gb
 from app.pool.reachability import reachability
 from app.pool.runtimes import RuntimeManager
 from app.pool.sizes import SizeBook
-from app.storage import outputs
+from app.storage import outputs, sweep
 from app.storage.db import init_db, make_engine
+from app.storage.files import DiskFull
 from app.storage.sizes import load_measured_sizes, save_measured_size
+from app.web import failures
 from app.web.deps import Services
 from app.web.middleware import BodyLimit
 from app.web.routes import api, battles, export, gateway, history, leaderboard, login, pages, ratings, stream
@@ -48,6 +51,14 @@ def create_app(settings: Settings, bind_host: str = "127.0.0.1") -> FastAPI:
         interrupted = outputs.mark_unfinished_interrupted(engine, _sweep_before(engine, settings))
         if interrupted:
             log.warning("%d answers were cut short by the last shutdown; marked interrupted", interrupted)
+        swept = sweep.sweep_images(engine, settings.data_dir,
+                                   temp_age_s=0 if _sweep_before(engine, settings) is None else sweep.ORPHAN_AGE_S)
+        if swept.temps_removed or swept.orphans_removed:
+            log.warning("removed %d unfinished upload files and %d images no comparison uses",
+                        swept.temps_removed, swept.orphans_removed)
+        if swept.missing:
+            log.warning("%d stored images have no file (uploads cut short; uploading them again restores them): %s",
+                        len(swept.missing), ", ".join(sha[:12] for sha in swept.missing[:5]))
         budget, why = (settings.budget_gb, "--budget-gb") if settings.budget_gb else detect_budget_gb(
             settings.cpu_budget_gb)
         runtimes = RuntimeManager(catalog.runtimes, settings.data_dir / "runtimes")
@@ -100,6 +111,9 @@ def _error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         return JSONResponse({"detail": first_problem(exc.errors(), skip=("body", "query", "path"))}, status_code=422)
+
+    app.add_exception_handler(DatabaseError, failures.store_failed)  # 503 (507 for a full disk), not a 500
+    app.add_exception_handler(DiskFull, failures.disk_full)
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> JSONResponse:

@@ -14,6 +14,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from app.compare.validation import MAX_ID, InputError, RowId, Upload
 from app.core.catalog import model_summary
 from app.storage import battles, comparisons, ratings
+from app.storage.health import monitor
 from app.web.deps import CatalogDep, EngineDep, PoolDep, RaterDep, RunnerDep, ServicesDep, rater_of, services
 from app.web.schemas import (
     ComparisonOut,
@@ -175,6 +176,12 @@ async def pool_status(pool: PoolDep) -> dict[str, Any]:
     return pool.status()
 
 
-@router.get("/health", tags=["health"], response_model=HealthOut)
-async def health(pool: PoolDep, catalog: CatalogDep) -> dict[str, Any]:
+@router.get("/health", tags=["health"], response_model=HealthOut,
+            responses={503: {"model": Refusal, "description": "the database is unusable: what is wrong with it"}})
+async def health(pool: PoolDep, catalog: CatalogDep, engine: EngineDep) -> Any:
+    """ok, or 503 while the store is unusable (its quick check runs at most every few seconds)."""
+    problem = await asyncio.to_thread(monitor(engine).problem)
+    if problem is not None:
+        return JSONResponse({"detail": f"the database is unusable: {problem}"}, status_code=503,
+                            headers={"Retry-After": "30"})
     return {"status": "ok", "models": len(catalog.models), "resident": len(pool.status()["resident"])}

@@ -18,6 +18,7 @@ from app.evaluate.leaderboard import BATTLE_COLUMNS, MAX_BOOTSTRAP_ROUNDS, battl
 from app.evaluate.leaderboard import Query as BoardQuery
 from app.storage.export import neutralise
 from app.web.deps import EngineDep, ServicesDep
+from app.web.spool import spooled_download
 from app.web.templating import templates
 from app.web.views import base_context
 
@@ -86,18 +87,16 @@ def chart(models: list[dict[str, Any]], width: int = 640, row: int = 26) -> dict
             responses={200: {"content": {"text/csv": {}}, "description": "one row per pairwise outcome"}})
 async def export_battles_csv(engine: EngineDep, include_flagged: bool = True) -> StreamingResponse:
     """Every pairwise outcome with FastChat's battle columns, plus ours (battle, panels, prompt, images…)."""
-    rows = await asyncio.to_thread(lambda: list(battle_rows(engine, include_flagged)))
-    return StreamingResponse(_csv(rows), media_type="text/csv; charset=utf-8",
-                             headers={"Content-Disposition": 'attachment; filename="battles.csv"'})
+    return await spooled_download(lambda: _csv(list(battle_rows(engine, include_flagged))),
+                                  "text/csv; charset=utf-8", "battles.csv")
 
 
 @router.get("/export/battles.jsonl", tags=["leaderboard"], response_class=StreamingResponse,
             responses={200: {"content": {"application/jsonl": {}}, "description": "one outcome a line"}})
 async def export_battles_jsonl(engine: EngineDep, include_flagged: bool = True) -> StreamingResponse:
-    rows = await asyncio.to_thread(lambda: list(battle_rows(engine, include_flagged)))
-    lines = (json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
-    return StreamingResponse(lines, media_type="application/jsonl; charset=utf-8",
-                             headers={"Content-Disposition": 'attachment; filename="battles.jsonl"'})
+    return await spooled_download(lambda: (json.dumps(row, ensure_ascii=False) + "\n"
+                                           for row in battle_rows(engine, include_flagged)),
+                                  "application/jsonl; charset=utf-8", "battles.jsonl")
 
 
 def _csv(rows: list[dict[str, Any]]) -> Iterator[str]:

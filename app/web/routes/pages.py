@@ -108,7 +108,12 @@ async def image(request: Request, sha256: str) -> FileResponse:
     """A stored image by its hash (never by the uploaded name)."""
     try:
         path = files.image_path(services(request).settings.data_dir, sha256)
-    except (ValueError, FileNotFoundError):
+    except ValueError:
+        raise HTTPException(404, "no such image") from None
+    except FileNotFoundError:
+        if await asyncio.to_thread(comparisons.image_recorded, services(request).engine, sha256):
+            raise HTTPException(404, f"image {sha256} is recorded but its file is missing (an upload cut short): "
+                                     "uploading the image again restores it") from None
         raise HTTPException(404, "no such image") from None
     media_type = _MIME_BY_EXTENSION.get(path.suffix.lstrip(".").lower()) or "application/octet-stream"
     if not media_type.startswith("image/"):
