@@ -160,7 +160,7 @@ class Security:
                               [(b"www-authenticate", b"Bearer")])
                 return
         if self.accounts is not None and not path.startswith(ACCOUNT_OPEN_PATHS):
-            account = await self._account(scope, headers)
+            account = await self._account(headers)
             if account is None:
                 await self._sign_in_first(scope, headers, send)
                 return
@@ -189,7 +189,7 @@ class Security:
     def _matches(self, token: str) -> bool:
         return hmac.compare_digest(token.encode(), (self.auth_token or "").encode())
 
-    async def _account(self, scope: dict, headers: dict[str, str]) -> Account | None:
+    async def _account(self, headers: dict[str, str]) -> Account | None:
         """The account of the request's credential (bearer header, else the sign-in cookie), or None."""
         assert self.accounts is not None
         credential = bearer(headers) or parse_cookies(headers.get("cookie", "")).get(ACCOUNT_COOKIE)
