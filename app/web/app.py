@@ -27,7 +27,7 @@ from app.storage import outputs, sweep
 from app.storage.db import init_db, make_engine
 from app.storage.files import DiskFull
 from app.storage.sizes import load_measured_sizes, save_measured_size
-from app.web import failures
+from app.web import failures, openapi
 from app.web.deps import Services
 from app.web.middleware import BodyLimit
 from app.web.routes import api, battles, export, gateway, history, leaderboard, login, pages, ratings, stream
@@ -68,7 +68,9 @@ def create_app(settings: Settings, bind_host: str = "127.0.0.1") -> FastAPI:
         sizes = SizeBook(load_measured_sizes(engine), settings.overhead_gb,
                          persist=functools.partial(save_measured_size, engine))
         pool = ModelPool(catalog, launcher, budget, sizes, wait_timeout_s=settings.wait_timeout_s,
-                         retry_after_s=settings.retry_after_s, idle_timeout_s=settings.idle_timeout_s)
+                         retry_after_s=settings.retry_after_s, idle_timeout_s=settings.idle_timeout_s,
+                         queue_timeout_s=settings.queue_timeout_s,
+                         max_queued_per_client=settings.max_queued_per_client)
         runner = ComparisonRunner(engine, settings.data_dir, catalog, pool, settings.limits,
                                   generation_timeout_s=settings.generation_timeout_s,
                                   abandon_after_s=settings.abandon_after_s)
@@ -90,6 +92,7 @@ def create_app(settings: Settings, bind_host: str = "127.0.0.1") -> FastAPI:
                        hosts=HostCheck(bind_host, settings.allowed_hosts))
     app.state.accounts = accounts
     _error_handlers(app)
+    openapi.install(app)
     for routes in (api, battles, export, gateway, leaderboard, pages, stream, ratings, history, login):
         app.include_router(routes.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")

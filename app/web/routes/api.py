@@ -15,7 +15,7 @@ from app.compare.validation import MAX_ID, InputError, RowId, Upload
 from app.core.catalog import model_summary
 from app.storage import battles, comparisons, ratings
 from app.storage.health import monitor
-from app.web.deps import CatalogDep, EngineDep, PoolDep, RaterDep, RunnerDep, ServicesDep, rater_of, services
+from app.web.deps import CatalogDep, EngineDep, PoolDep, RaterDep, RunnerDep, ServicesDep, client_of, rater_of, services
 from app.web.schemas import (
     ComparisonOut,
     ComparisonPage,
@@ -99,7 +99,7 @@ async def create_comparison(request: Request, runner: RunnerDep, engine: EngineD
     Waits for every answer; 201 with the comparison and its outputs."""
     try:
         prompt, uploads, models, params, blind = await read_comparison_form(request)
-        comparison_id = await runner.submit(prompt, uploads, models, params, rater, blind)
+        comparison_id = await runner.submit(prompt, uploads, models, params, rater, blind, client=client_of(request))
     except InputError as exc:
         return refusal(exc)
     waiting = asyncio.create_task(runner.wait(comparison_id))

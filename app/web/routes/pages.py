@@ -11,7 +11,7 @@ from PIL import Image as PILImage
 
 from app.compare.validation import InputError, RowId, Upload
 from app.storage import battles, comparisons, files
-from app.web.deps import services
+from app.web.deps import client_of, services
 from app.web.routes.api import read_comparison_form
 from app.web.templating import templates
 from app.web.views import (
@@ -52,7 +52,8 @@ async def compare(request: Request) -> Response:
         prompt, uploads, models, params, blind = await read_comparison_form(request)
         form = await request.form()
         rater = current_rater(request, form.get("rater"))
-        comparison_id = await runner.submit(prompt, uploads, models, params, rater, blind, stop_when_abandoned=True)
+        comparison_id = await runner.submit(prompt, uploads, models, params, rater, blind, stop_when_abandoned=True,
+                                             client=client_of(request))
     except InputError as exc:
         errors = {error_slot(exc.field): exc.detail}
         values = _form_values(prompt, models, params, blind)
