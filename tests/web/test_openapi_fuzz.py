@@ -25,14 +25,14 @@ import httpx
 import pytest
 import schemathesis  # the test extra: schemathesis>=4
 from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import strategies as st
+from hypothesis.errors import Unsatisfiable
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
     response_schema_conformance,
     status_code_conformance,
 )
-from hypothesis import strategies as st
-from hypothesis.errors import Unsatisfiable
 
 from tests.helpers import LiveServer, png_bytes
 
@@ -41,8 +41,8 @@ EXAMPLES = 25  # per operation and generation mode
 MODELS = ["tiny-llava", "tiny-qwen2-vl"]
 QUICK = settings(max_examples=EXAMPLES, deadline=None, database=None, derandomize=True,
                  phases=[Phase.explicit, Phase.generate], suppress_health_check=list(HealthCheck))
-BODIES = settings(QUICK, max_examples=60)
-CONFORMANCE = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]  # the hand-read bodies: more examples, each a valid one made hostile
+BODIES = settings(QUICK, max_examples=60)  # the hand-read bodies: more examples, each a valid one made hostile
+CONFORMANCE = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
 
 
 @pytest.fixture(scope="module")
