@@ -1,6 +1,7 @@
 """Soak: a live server on tiny models under load, bad input and injected faults; one report at the end.
 
     python bench/soak.py [--tiny-dir DIR] [--load-s 20] [--clients 6] [--raters 16] [--writes 20] [--keep]
+                         [--max-queued 4] [--turn-s 2] [--slow-conns 300] [--slow-s 8] [--schema-examples 20] ...
 
 Starts its own `python -m app.cli serve` on a free loopback port with a fresh data directory and a
 catalogue of tiny checkpoints (built on the spot, or reused from --tiny-dir / VLM_TINY_DIR), plus
@@ -17,15 +18,35 @@ so an answer can be hurt mid-way), `faulty-oom` (raises torch's out-of-memory er
      of the server mid-answer right after acknowledged ratings; each survived or not;
   4. audit: every acknowledged rating read back after both restarts; PRAGMA integrity_check.
 
-Only loopback traffic. Exit status 0 when nothing was lost, no 5xx was seen and every fault was survived.
+Between 2 and 3, the hostile load of issue 12, each simulated client from its own loopback address
+(127.0.0.2, 127.0.0.3, ...: the server tells clients apart by address and gives turns round-robin):
+
+  - flood fairness: one client queues as many long `tiny-slow` answers as it may through
+    `/v1/chat/completions` (`--max-queued`, each `--turn-s` long; `--flood-extra` more get 429 with
+    Retry-After), and another client's 1-token request is timed, in seconds and in turns (one flood
+    answer); bounded by 2.5 turns, where first-come-first-served would cost the whole flood;
+  - a token holding `;` and a space (a second, short-lived server): sign-in by ?token=, its cookie;
+  - image bomb: eight single-colour 6320×6320 PNGs (about 1 MB) refused 413 by their total pixels,
+    two of them answered while the worker's RSS is sampled (growth vs planned GB and decoded size);
+  - slow-header flood: `--slow-conns` half-sent requests, more than the server's
+    `--max-connections`, re-opened as they are closed for `--slow-s`, while `/health` is probed and
+    comparisons run; no half-sent connection may outlive `--header-timeout-s`, nor the log balloon;
+
+and, after the audit, schemathesis on the live `/openapi.json` (`--schema-examples` an operation
+and mode) with the server-error, status-code, content-type and response-schema checks.
+
+Only loopback traffic. Exit status 0 when nothing was lost, no 5xx was seen, every fault was survived
+and every bound of issue 12 held (the flood's turns, the slow-header flood, the image bomb, schemathesis).
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
 import contextlib
 import io
 import os
+import selectors
 import signal
 import socket
 import sqlite3
@@ -50,12 +71,17 @@ import httpx  # noqa: E402
 import yaml  # noqa: E402
 
 from tests.fakes.faulty import ENV as FAULTY_ENV  # noqa: E402
-from tests.fakes.faulty import NO_FAULT  # noqa: E402
+from tests.fakes.faulty import NO_FAULT, STEP_S  # noqa: E402
 
 MB = 1024 * 1024
 FAST, QWEN, SLOW, TWIN = "tiny-llava", "tiny-qwen2-vl", "tiny-slow", "tiny-slow-twin"
 OOM, HANG = "faulty-oom", "faulty-hang"
 GENERATION_LIMIT_S = 10  # long enough for a real answer of 2000 tokens on a busy CPU; the hang waits it out
+# Each simulated client connects from its own loopback address: the server tells clients apart by address.
+FLOODER, QUIET, SLOWLORIS, PROBER = "127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.5"
+FLOOD_BOUND_TURNS = 2.5  # the answer running and at most one more, then the 1-token request's own turn
+LOG_GROWTH_BOUND = 64 * 1024  # bytes the server log may grow by during the slow-header flood
+TOKEN = "soak;token with space"  # a token a naive cookie would break
 
 
 # ---------------------------------------------------------------- bookkeeping
@@ -217,6 +243,51 @@ def chunked_body(boundary: str, total: int) -> Iterator[bytes]:
     yield f"\r\n--{boundary}--\r\n".encode()
 
 
+
+def bomb_png(side: int) -> bytes:
+    """A single-colour PNG of side×side pixels: about 130 kB for 6320 that decode to 3·side² bytes."""
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (side, side), (10, 120, 200)).save(buffer, format="PNG", optimize=True)
+    return buffer.getvalue()
+
+
+def chat(model: str, tokens: int, prompt: str = "Describe the image.", images: list[bytes] | None = None,
+         **extra: Any) -> dict[str, Any]:
+    """An OpenAI chat request with the images as data URLs (one small PNG unless told)."""
+    parts: list[dict[str, Any]] = [
+        {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{base64.b64encode(data).decode()}"}}
+        for data in (images if images is not None else [png()])]
+    return {"model": model, "max_tokens": tokens, "messages": [{"role": "user", "content": [
+        *parts, {"type": "text", "text": prompt}]}], **extra}
+
+
+def from_address(address: str, timeout: float = 120) -> httpx.Client:
+    """A client connecting from its own loopback address, so that the server sees a client of its own."""
+    return httpx.Client(transport=httpx.HTTPTransport(local_address=address), timeout=timeout, trust_env=False)
+
+
+def message_of(response: httpx.Response) -> str:
+    """The refusal's message: FastAPI's `detail` or the gateway's `error.message` (else the text)."""
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text
+    if isinstance(body, dict) and isinstance(body.get("error"), dict):
+        return str(body["error"].get("message", ""))
+    return str(body.get("detail", body)) if isinstance(body, dict) else str(body)
+
+
+@dataclass
+class Bound:
+    """One of issue 12's bounds: held or not, and what was measured."""
+
+    name: str
+    held: bool
+    detail: str
+
+
 # ---------------------------------------------------------------- the soak
 
 
@@ -233,9 +304,15 @@ class Soak:
         self.faults: list[tuple[str, bool, str]] = []
         self.notes: list[str] = []
         self.comparisons = 0
+        self.bounds: list[Bound] = []  # issue 12's bounds, each held or not
+        self.hostile: dict[str, list[str]] = defaultdict(list)  # phase → report lines
+        self.schema: dict[str, Any] = {}
+        self.read_back = 0
         catalog = write_catalog(args.tiny_dir, work / "models.yaml")
         env = {**FAULTY_ENV, "VLM_GENERATION_TIMEOUT_S": str(GENERATION_LIMIT_S), "VLM_SHUTDOWN_GRACE_S": "1",
-               "VLM_ABANDON_AFTER_S": "1", "VLM_WORKER_THREADS": "1", "DATABASE_URL": ""}  # SQLite in its own dir
+               "VLM_ABANDON_AFTER_S": "1", "VLM_WORKER_THREADS": "1", "DATABASE_URL": "",  # SQLite in its own dir
+               "VLM_MAX_QUEUED_PER_CLIENT": str(args.max_queued), "VLM_QUEUE_TIMEOUT_S": "120",
+               "VLM_MAX_CONNECTIONS": str(args.max_connections), "VLM_HEADER_TIMEOUT_S": f"{args.header_timeout_s:g}"}
         self.server = Server(catalog, work / "data", env)
 
     # --- helpers --------------------------------------------------------------------------------------
@@ -343,7 +420,7 @@ class Soak:
         problems: list[str] = []
 
         def comparer(index: int) -> None:
-            with httpx.Client(timeout=300, trust_env=False) as client:
+            with from_address(f"127.0.1.{index + 1}", timeout=300) as client:  # six people, not one client
                 while time.monotonic() < stop:
                     body = self.compare([FAST, QWEN], 8, f"Client {index}: what is shown?", client)
                     for output in body["outputs"]:
@@ -438,11 +515,28 @@ class Soak:
             ("gateway: broken base64", "POST", "/v1/chat/completions",
              {"json": {"model": FAST, "messages": [{"role": "user", "content": [
                  {"type": "image_url", "image_url": {"url": "data:image/png;base64,@@@"}}]}]}}, (400,)),
-            ("gateway: unknown model", "POST", "/v1/chat/completions",
-             {"json": {"model": "nope", "messages": [{"role": "user", "content": "hi"}]}}, (400, 404)),
+            ("gateway: unknown model", "POST", "/v1/chat/completions", {"json": chat("nope", 2)}, (400, 404)),
+            ("gateway: no image", "POST", "/v1/chat/completions",
+             {"json": {"model": FAST, "messages": [{"role": "user", "content": "hi"}]}}, (422,)),
             ("gateway: not JSON", "POST", "/v1/chat/completions",
              {"content": b"\xff\xfe", "headers": {"Content-Type": "application/json"}}, (400, 422)),
             ("path traversal for an image", "GET", "/images/..%2F..%2Fplayground.db", {}, (404, 422)),
+            # issue 12: the gateway meets the page API's limits; hostile names, hosts and nesting are 4xx
+            ("gateway: prompt of 40,000 characters", "POST", "/v1/chat/completions",
+             {"json": chat(FAST, 2, "x" * 40_000)}, (422,)),
+            ("gateway: seed 2**64", "POST", "/v1/chat/completions", {"json": chat(FAST, 2, seed=2**64)}, (422,)),
+            ("gateway: temperature 1e-45", "POST", "/v1/chat/completions",
+             {"json": chat(FAST, 2, temperature=1e-45)}, (422,)),
+            ("gateway: JSON nested 1,000 deep", "POST", "/v1/chat/completions",
+             {"content": b'{"model": "tiny-llava", "messages": ' + b"[" * 1000 + b"]" * 1000 + b"}",
+              "headers": {"Content-Type": "application/json"}}, (400,)),
+            ("NUL in an upload's file name", "POST", api, form("hi", [FAST], 2, [("nul\x00.png", png())]),
+             (201, 400, 422)),
+            ("wrong Host header (read)", "GET", "/api/models", {"headers": {"Host": "rebound.example"}}, (400,)),
+            ("wrong Host header (export)", "GET", "/export/ratings.csv", {"headers": {"Host": "rebound.example:80"}},
+             (400,)),
+            ("wrong Host header (write)", "POST", "/api/outputs/1/rating",
+             {"json": {"score": 3}, "headers": {"Host": "rebound.example"}}, (400,)),
         ]
         before_total = self.call("GET", "/api/comparisons", "read").json()["total"]
         for category, method, path, kwargs, expect in cases:
@@ -460,6 +554,365 @@ class Soak:
                         break
         after_total = self.call("GET", "/api/comparisons", "read").json()["total"]
         self.bad_stored = after_total - before_total
+
+    def token_cookie(self) -> None:
+        """A second, short-lived server with a token holding `;` and spaces: login by ?token=, then its cookie."""
+        server = Server(self.server.catalog, self.work / "data-token", {**self.server.env, "VLM_AUTH_TOKEN": TOKEN})
+        server.log = self.work / "server-token.log"
+        server.start()
+        cases: list[tuple[str, dict[str, Any], tuple[int, ...]]] = [
+            ("token with ';': ?token= sign-in", {"params": {"token": TOKEN}}, (200,)),
+            ("token with ';': no credential", {}, (401,)),
+            ("token with ';': bearer header", {"headers": {"Authorization": f"Bearer {TOKEN}"}}, (200,)),
+            ("token with ';': cookie sent unencoded", {"headers": {"Cookie": f"vlm_token={TOKEN}"}}, (401,)),
+        ]
+        try:
+            for category, kwargs, expect in cases:
+                with httpx.Client(timeout=30, trust_env=False) as fresh:
+                    response = self.tally.request(fresh, "GET", f"{server.url}/api/models", f"bad input: {category}",
+                                                  expect, **kwargs)
+                self.bad[category][response.status_code] += 1
+                self.expected[category] = expect
+                if "sign-in" in category:
+                    cookie = response.headers.get("set-cookie", "").split(";", 1)[0]
+                    category, expect = "token with ';': the cookie it set", (200,)
+                    with httpx.Client(timeout=30, trust_env=False) as fresh:
+                        again = self.tally.request(fresh, "GET", f"{server.url}/api/models",
+                                                   f"bad input: {category}", expect, headers={"Cookie": cookie})
+                    self.bad[category][again.status_code if cookie else "no cookie set"] += 1
+                    self.expected[category] = expect
+        finally:
+            server.stop()
+
+    # --- hostile load (issue 12) ----------------------------------------------------------------------
+
+    def timed(self, address: str, body: dict[str, Any], kind: str, expect: tuple[int, ...]) -> dict[str, Any]:
+        """POST a chat request from `address` in a thread; the holder gets its response and when it came back."""
+        holder: dict[str, Any] = {"started": time.monotonic()}
+
+        def run() -> None:
+            try:
+                with from_address(address) as client:
+                    holder["response"] = self.tally.request(client, "POST", f"{self.url}/v1/chat/completions", kind,
+                                                            expect, json=body)
+            except httpx.HTTPError as exc:
+                holder["error"] = exc
+            holder["done"] = time.monotonic()
+
+        holder["thread"] = threading.Thread(target=run, daemon=True)
+        holder["thread"].start()
+        return holder
+
+    def leases(self, model: str) -> int:
+        return next((r["leases"] for r in self.pool()["resident"] if r["model"] == model), 0)
+
+    def flood_fairness(self) -> None:
+        """One client queues as many long answers on `tiny-slow` as it may (and a few past that); another
+        client's 1-token request meanwhile. Its latency in seconds and in turns (one flood answer)."""
+        lines = self.hostile["flood fairness"]
+        tokens = max(2, round(self.args.turn_s / STEP_S))
+        queued = self.args.max_queued
+        with from_address(QUIET) as client:  # loaded and warm before the clock starts
+            self.tally.request(client, "POST", f"{self.url}/v1/chat/completions", "flood: warm-up", (200,),
+                               json=chat(SLOW, 1, "warm"))
+        flood = []
+        for _ in range(1 + queued):  # one running and `queued` waiting
+            flood.append(self.timed(FLOODER, chat(SLOW, tokens, "Describe it at length."), "flood: long answer",
+                                    (200,)))
+            time.sleep(0.1)
+        in_line = self.wait(lambda: self.leases(SLOW) >= 1 + queued, 20)
+        refused = []
+        with from_address(FLOODER) as client:
+            for _ in range(self.args.flood_extra):
+                refused.append(self.tally.request(client, "POST", f"{self.url}/v1/chat/completions",
+                                                  "flood: past its limit", (429,), json=chat(SLOW, 1)))
+        quiet = self.timed(QUIET, chat(SLOW, 1, "One word?"), "flood: 1-token request", (200,))
+        for request in [quiet, *flood]:
+            request["thread"].join(GENERATION_LIMIT_S * (2 + queued) + 60)
+        answered = [r for r in flood if r.get("response") is not None and r["response"].status_code == 200]
+        full = sum(1 for r in answered if r["response"].json()["usage"]["completion_tokens"] == tokens)
+        quiet_ok = quiet.get("response") is not None and quiet["response"].status_code == 200
+        if len(answered) < 2 or not quiet_ok:
+            got = quiet.get("response")
+            lines.append(f"flood answers 200: {len(answered)} of {len(flood)}; 1-token request: "
+                         f"{got.status_code if got is not None else repr(quiet.get('error'))}")
+            self.bounds.append(Bound("flood fairness", False, "requests failed; see the notes"))
+            return
+        done = sorted(r["done"] for r in answered)
+        gaps = sorted(b - a for a, b in zip(done, done[1:], strict=False))
+        turn_s = gaps[len(gaps) // 2]  # one flood answer as measured here (the median gap between two)
+        latency = quiet["done"] - quiet["started"]
+        fcfs = done[-1] - quiet["started"]  # behind the whole flood (and then its own token)
+        after = sum(1 for t in done if t > quiet["done"])
+        codes = Counter(r.status_code for r in refused)
+        retry = sorted({r.headers.get("retry-after", "none") for r in refused})
+        lines.append(f"1-token request from {QUIET} while {FLOODER} floods {SLOW}: {latency:.2f} s = "
+                     f"{latency / turn_s:.2f} turns of {turn_s:.2f} s (bound {FLOOD_BOUND_TURNS} turns)")
+        lines.append(f"first-come-first-served would have made it wait ≈ {fcfs:.2f} s = {fcfs / turn_s:.1f} turns "
+                     f"(behind all {len(flood)} flood answers); {after} of them finished after it")
+        lines.append(f"flood: {len(flood)} answers of {tokens} tokens (1 running + {queued} queued, "
+                     f"{'all in line' if in_line else 'NOT all seen in line'}), {len(answered)} × 200, {full} full "
+                     f"length; {len(refused)} past the limit → "
+                     f"{', '.join(f'{c}×{n}' for c, n in codes.items())} (Retry-After {', '.join(retry)} s)")
+        refusals_ok = all(r.status_code == 429 and r.headers.get("retry-after", "").isdigit() for r in refused)
+        self.bounds.append(Bound("flood fairness", latency <= FLOOD_BOUND_TURNS * turn_s and after >= 1
+                                 and len(answered) == len(flood) and refusals_ok,
+                                 f"{latency / turn_s:.2f} turns ≤ {FLOOD_BOUND_TURNS}; {len(refused)} × 429 past "
+                                 f"the limit of {queued} waiting"))
+
+    def slow_headers(self) -> None:
+        """Half-sent requests, more than the server's connection cap, held and re-opened for a while:
+        `/health` and a comparison must still be answered, and no half-sent connection outlives the deadline."""
+        lines = self.hostile["slow-header flood"]
+        port = int(self.url.rsplit(":", 1)[1])
+        partial = f"GET /health HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUser-Agent: soak-slowloris\r\nX-Wait: ".encode()
+        deadline_s = self.args.header_timeout_s
+        log_before = self.server.log.stat().st_size
+        selector = selectors.DefaultSelector()
+        opened: dict[socket.socket, float] = {}
+        lifetimes: list[float] = []
+        closed_with: Counter = Counter()
+        counts = {"attempted": 0, "refused": 0, "peak": 0}
+
+        def open_one() -> None:
+            counts["attempted"] += 1
+            sock = socket.socket()
+            try:
+                sock.bind((SLOWLORIS, 0))
+                sock.settimeout(2)
+                sock.connect(("127.0.0.1", port))
+                sock.sendall(partial)
+            except OSError:
+                counts["refused"] += 1
+                sock.close()
+                return
+            sock.setblocking(False)
+            selector.register(sock, selectors.EVENT_READ)
+            opened[sock] = time.monotonic()
+            counts["peak"] = max(counts["peak"], len(opened))
+
+        def reap(wait: float) -> None:
+            if not opened:
+                time.sleep(wait)
+                return
+            for key, _ in selector.select(wait):
+                sock = key.fileobj
+                assert isinstance(sock, socket.socket)
+                try:
+                    data = sock.recv(4096)
+                except OSError:
+                    data = b""
+                closed_with[data.split(b" ", 2)[1].decode() if data.startswith(b"HTTP/") else "closed"] += 1
+                lifetimes.append(time.monotonic() - opened.pop(sock))
+                selector.unregister(sock)
+                sock.close()
+
+        health: list[tuple[float, int | str]] = []
+        comparisons: list[tuple[float, bool]] = []
+        stop = threading.Event()
+
+        def probe() -> None:
+            while not stop.is_set():
+                started = time.perf_counter()
+                try:
+                    with from_address(PROBER, timeout=15) as client:
+                        status: int | str = self.call("GET", "/health", "health under the flood", (200,),
+                                                      client).status_code
+                except httpx.HTTPError as exc:
+                    status = type(exc).__name__
+                health.append((time.perf_counter() - started, status))
+                stop.wait(0.25)
+
+        def compare() -> None:
+            stop.wait(1.0)
+            while not stop.is_set():
+                started = time.perf_counter()
+                try:
+                    with from_address(PROBER, timeout=60) as client:
+                        body = self.compare([FAST, QWEN], 4, "Under a slow-header flood?", client,
+                                            "comparison under the flood")
+                    ok = bool(body["outputs"]) and all(o["status"] == "done" for o in body["outputs"])
+                except httpx.HTTPError:
+                    ok = False
+                comparisons.append((time.perf_counter() - started, ok))
+                stop.wait(0.5)
+
+        helpers = [threading.Thread(target=probe, daemon=True), threading.Thread(target=compare, daemon=True)]
+        started = time.monotonic()
+        for _ in range(self.args.slow_conns):  # the first wave, all at once
+            open_one()
+        first_wave = set(opened)
+        for thread in helpers:
+            thread.start()
+        while time.monotonic() - started < self.args.slow_s:  # re-opened as they close, at a bounded rate
+            reap(0.05)
+            allowed = int(self.args.slow_rate * (time.monotonic() - started)) + self.args.slow_conns
+            for _ in range(min(self.args.slow_conns - len(opened), allowed - counts["attempted"])):
+                open_one()
+        stop.set()
+        wave_left = 0
+        end = time.monotonic() + deadline_s + 1.5
+        while opened and time.monotonic() < end:  # the last ones get their deadline and a margin
+            reap(0.1)
+            wave_left = len(first_wave & set(opened))
+        overdue = [age for age in (time.monotonic() - t for t in opened.values()) if age > deadline_s + 1]
+        for sock in list(opened):
+            selector.unregister(sock)
+            sock.close()
+        for thread in helpers:
+            thread.join(90)
+        time.sleep(0.5)
+        growth = self.server.log.stat().st_size - log_before
+        latencies = [s for s, _ in health]
+        statuses = Counter(status for _, status in health)
+        done = sum(1 for _, ok in comparisons if ok)
+        lines.append(f"{counts['attempted']} half-sent connections opened over {self.args.slow_s:g} s (first wave "
+                     f"{self.args.slow_conns}, then re-opened up to {self.args.slow_rate}/s) against a cap of "
+                     f"{self.args.max_connections}, header deadline {deadline_s:g} s; {counts['refused']} refused at "
+                     f"connect; at most {counts['peak']} open at once (client side)")
+        lines.append(f"closed by the server: {', '.join(f'{k}×{v}' for k, v in closed_with.most_common())}; "
+                     f"longest held {max(lifetimes, default=0):.2f} s; still open {deadline_s + 1:g} s past the "
+                     f"deadline: {len(overdue)} (first wave: {wave_left})")
+        lines.append(f"/health under the flood: {len(health)} probes, "
+                     f"{', '.join(f'{k}×{v}' for k, v in statuses.items())}; "
+                     f"p50 {percentile(latencies, 50) * 1000:.0f} ms, p95 {percentile(latencies, 95) * 1000:.0f} ms, "
+                     f"max {max(latencies, default=0) * 1000:.0f} ms")
+        lines.append(f"comparisons under the flood: {done} of {len(comparisons)} done "
+                     f"(p50 {percentile([s for s, _ in comparisons], 50):.2f} s); server log grew {growth:,} bytes")
+        self.bounds.append(Bound("slow-header flood", statuses == Counter({200: len(health)}) and len(health) > 0
+                                 and done >= 1 and done == len(comparisons) and not overdue
+                                 and growth <= LOG_GROWTH_BOUND,
+                                 f"/health {len(health)}×200 needed, max {max(latencies, default=0):.2f} s; "
+                                 f"{done}/{len(comparisons)} comparisons done; {len(overdue)} overdue; log "
+                                 f"+{growth:,} B ≤ {LOG_GROWTH_BOUND:,}"))
+
+    def image_bomb(self) -> None:
+        """Eight single-colour 6320×6320 PNGs (about 1 MB) refused by total pixels; two of them answered, with
+        the worker's peak RSS sampled meanwhile."""
+        import psutil
+
+        lines = self.hostile["image bomb"]
+        side = self.args.bomb_side
+        data = bomb_png(side)
+        eight = [(f"bomb{i}.png", data) for i in range(8)]
+        for category, method, path, kwargs in (
+                ("image bomb: 8 single-colour PNGs (API)", "POST", "/api/comparisons",
+                 form("What colour?", [FAST], 2, eight)),
+                ("image bomb: 8 single-colour PNGs (gateway)", "POST", "/v1/chat/completions",
+                 {"json": chat(FAST, 2, "What colour?", [data] * 8)})):
+            response = self.call(method, path, f"bad input: {category}", (413,), **kwargs)
+            self.bad[category][response.status_code] += 1
+            self.expected[category] = (413,)
+            lines.append(f"{category}: {8 * len(data) / MB:.2f} MB on the wire → {response.status_code} "
+                         f"{message_of(response)[:100]!r}")
+        self.compare([FAST], 2, "warm before the bomb")
+        pid = self.pids()[FAST]
+        worker, server = psutil.Process(pid), psutil.Process(self.server.process.pid)  # type: ignore[union-attr]
+        base = {"worker": worker.memory_info().rss, "server": server.memory_info().rss}
+        peak = dict(base)
+        stop = threading.Event()
+
+        def sample() -> None:
+            while not stop.is_set():
+                with contextlib.suppress(psutil.Error):
+                    peak["worker"] = max(peak["worker"], worker.memory_info().rss)
+                    peak["server"] = max(peak["server"], server.memory_info().rss)
+                time.sleep(0.01)
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        try:
+            response = self.call("POST", "/api/comparisons", "image bomb: 2 images within limits", (201,),
+                                 **form("What colour?", [FAST], 2, eight[:2]))
+        finally:
+            stop.set()
+            sampler.join()
+        output = response.json()["outputs"][0] if response.status_code == 201 else {"status": response.status_code}
+        time.sleep(1.0)
+        with contextlib.suppress(psutil.Error):
+            base["server after"] = server.memory_info().rss
+        resident: dict[str, Any] = next((r for r in self.pool()["resident"] if r["model"] == FAST), {})
+        planned = resident.get("planned_gb") or 0.0
+        decoded_mb = 2 * 3 * side * side / MB
+        growth_mb = (peak["worker"] - base["worker"]) / MB
+        kept_mb = (base.get("server after", peak["server"]) - base["server"]) / MB  # the web server's own decode
+        lines.append(f"2 of them ({2 * side * side / 1e6:.1f} MP, decoded {decoded_mb:.0f} MB): "
+                     f"{response.status_code}, answer {output.get('status')}; "
+                     f"{str(output.get('image_note') or '')[:120]!r}")
+        lines.append(f"{FAST} worker (pid {pid}) peak RSS growth {growth_mb:.1f} MB = {growth_mb / decoded_mb:.1%} of "
+                     f"the decoded images, {growth_mb / 1024 / planned:.1%} of its planned {planned} GB "
+                     f"(RSS {base['worker'] / MB:.0f} → peak {peak['worker'] / MB:.0f} MB; measured_gb "
+                     f"{resident.get('measured_gb')}); server peak RSS growth "
+                     f"{(peak['server'] - base['server']) / MB:.0f} MB, "
+                     f"{kept_mb:.0f} MB kept 1 s later" + ("  <-- kept, not planned by the pool"
+                                                             if kept_mb > decoded_mb else "")
+                     if planned else f"{FAST} not resident after the request")
+        self.bounds.append(Bound("image bomb", self.bad["image bomb: 8 single-colour PNGs (API)"] == Counter({413: 1})
+                                 and output.get("status") == "done" and bool(planned)
+                                 and growth_mb < min(decoded_mb / 4, planned * 1024),
+                                 f"8 → 413, 2 → {output.get('status')}; worker +{growth_mb:.1f} MB < "
+                                 f"min(¼ of {decoded_mb:.0f} MB decoded, planned {planned} GB)"))
+
+    def schema_fuzz(self) -> None:
+        """Schemathesis against the live `/openapi.json`: every operation, positive and negative, with the
+        server-error and response-conformance checks; failures counted per check."""
+        import schemathesis
+        from hypothesis.errors import Unsatisfiable
+        from schemathesis import GenerationMode
+        from schemathesis.core.result import Err
+
+        schema = schemathesis.openapi.from_url(f"{self.url}/openapi.json")
+        self.schema = {"calls": Counter(), "failures": defaultdict(Counter), "examples": {}, "errors": []}
+        started = time.monotonic()
+        for result in schema.get_all_operations():
+            if isinstance(result, Err):  # an operation the document does not describe well enough to call
+                self.schema["errors"].append(f"unreadable operation: {str(result.err())[:160]}")
+                continue
+            operation = result.ok()
+            label = f"{operation.method.upper()} {operation.path}"
+            for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
+                try:
+                    self._fuzz(operation.as_strategy(generation_mode=mode), label)
+                except Unsatisfiable:  # nothing to break: an operation with no parameters has no negative cases
+                    pass
+                except Exception as exc:  # a broken operation is reported, the others still run
+                    self.schema["errors"].append(f"{label} ({mode.value}): {type(exc).__name__}: {str(exc)[:120]}")
+        self.schema["wall_s"] = time.monotonic() - started
+        failing = sum(sum(c.values()) for c in self.schema["failures"].values())
+        self.bounds.append(Bound("schemathesis", not failing and not self.schema["errors"]
+                                 and len(self.schema["calls"]) >= 10,
+                                 f"{failing} failing checks over {sum(self.schema['calls'].values())} requests"))
+
+    def _fuzz(self, strategy: Any, label: str) -> None:
+        from hypothesis import HealthCheck, Phase, given, settings
+        from schemathesis.checks import not_a_server_error
+        from schemathesis.core.failures import Failure, FailureGroup
+        from schemathesis.specs.openapi.checks import (
+            content_type_conformance,
+            response_schema_conformance,
+            status_code_conformance,
+        )
+
+        checks = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
+
+        @settings(max_examples=self.args.schema_examples, deadline=None, database=None, derandomize=True,
+                  phases=[Phase.explicit, Phase.generate], suppress_health_check=list(HealthCheck))
+        @given(case=strategy)
+        def exercise(case: Any) -> None:
+            response = case.call(base_url=self.url, timeout=60)
+            self.schema["calls"][label] += 1
+            if response.status_code >= 500:
+                self.tally.five_xx.append(f"schemathesis: {label} → {response.status_code}")
+            for check in checks:
+                try:
+                    case.validate_response(response, checks=[check])
+                except (Failure, FailureGroup) as exc:
+                    for failure in exc.exceptions if isinstance(exc, FailureGroup) else [exc]:
+                        key = f"{label}: {failure.title} ({response.status_code})"
+                        self.schema["failures"][check.__name__][key] += 1
+                        self.schema["examples"].setdefault(check.__name__, f"{key}: {failure.message[:160]!r}")
+
+        exercise()
 
     # --- 3. faults --------------------------------------------------------------------------------------
 
@@ -637,24 +1090,34 @@ class Soak:
         started = time.monotonic()
         self.start_s = self.server.start()
         steps: list[tuple[str, Callable[[], None]]] = [
-            ("load", self.load), ("bad input", self.bad_inputs), ("worker kill", self.fault_worker_kill),
+            ("load", self.load), ("bad input", self.bad_inputs), ("token cookie", self.token_cookie),
+            ("flood fairness", self.flood_fairness), ("image bomb", self.image_bomb),
+            ("slow-header flood", self.slow_headers), ("worker kill", self.fault_worker_kill),
             ("oom and hang", self.fault_oom_and_hang), ("disconnects", self.fault_disconnects),
             ("sigterm", self.fault_sigterm), ("sigkill", self.fault_sigkill)]
         try:
             for name, step in steps:
-                step_started = time.monotonic()
-                try:
-                    step()
-                except Exception as exc:  # a broken step is reported, never hidden
-                    self.notes.append(f"step '{name}' failed: {type(exc).__name__}: {exc}")
-                    if self.server.process is None or self.server.process.poll() is not None:
-                        self.server.start()
-                print(f"  … {name}: {time.monotonic() - step_started:.1f} s", file=sys.stderr, flush=True)
+                self.step(name, step)
             lost = self.audit()
+            self.step("schemathesis", self.schema_fuzz)  # last: it writes what it likes, after the audit
             log = self.server.log.read_text(errors="replace")
         finally:
             self.server.stop()
         return self.report(time.monotonic() - started, lost, log)
+
+    def step(self, name: str, step: Callable[[], None]) -> None:
+        """Run one phase; a broken one is reported (never hidden) and the server restarted if it is down."""
+        step_started = time.monotonic()
+        try:
+            step()
+        except Exception as exc:
+            self.notes.append(f"step '{name}' failed: {type(exc).__name__}: {exc}")
+            if name in ("flood fairness", "image bomb", "slow-header flood", "schemathesis") and \
+                    not any(bound.name == name for bound in self.bounds):
+                self.bounds.append(Bound(name, False, f"the step failed: {type(exc).__name__}"))
+            if self.server.process is None or self.server.process.poll() is not None:
+                self.server.start()
+        print(f"  … {name}: {time.monotonic() - step_started:.1f} s", file=sys.stderr, flush=True)
 
     def report(self, wall_s: float, lost: int, log: str) -> int:
         tally = self.tally
@@ -666,7 +1129,7 @@ class Soak:
         out("-" * 78)
         out(f"requests sent            {tally.sent}")
         out(f"peak concurrency held    {tally.peak} requests in flight at once "
-            f"({self.args.clients} comparing clients + {self.args.raters} raters)")
+            f"({self.args.clients} comparing clients, each from its own address, + {self.args.raters} raters)")
         judged = tally.sent - tally.probes
         out(f"success rate             {tally.ok / max(1, judged):.2%} of requests got the status expected "
             f"({tally.ok} of {judged}; {tally.probes} cut off on purpose not counted)")
@@ -689,10 +1152,19 @@ class Soak:
             flag = "   <-- 5xx" if any(isinstance(c, int) and c >= 500 for c in codes) else ""
             if not flag and any(code not in self.expected.get(category, ()) for code in codes):
                 flag = f"   <-- expected {' or '.join(map(str, self.expected.get(category, ())))}"
-            out(f"  {category:<38} {shown}{flag}")
+            out(f"  {category:<44} {shown}{flag}")
         out(f"5xx responses            {len(tally.five_xx)}")
         for line in tally.five_xx[:12]:
             out(f"  {line}")
+        out("-" * 78)
+        out("hostile load (issue 12)")
+        for phase, lines in self.hostile.items():
+            out(f"  {phase}")
+            for line in lines:
+                out(f"    {line}")
+        self.report_schema(out)
+        for bound in self.bounds:
+            out(f"  [{'held  ' if bound.held else 'FAILED'}] {bound.name}: {bound.detail}")
         out("-" * 78)
         survived = sum(1 for _, ok, _ in self.faults if ok)
         out(f"faults injected          {len(self.faults)}, survived {survived}")
@@ -705,10 +1177,32 @@ class Soak:
             for line in self.notes + other[:10] + self.load_problems[:5]:
                 out(f"  {line}")
         out("=" * 78)
-        clean = lost == 0 and not tally.five_xx and survived == len(self.faults) and len(self.faults) >= 7
+        held = sum(1 for bound in self.bounds if bound.held)
+        clean = lost == 0 and not tally.five_xx and survived == len(self.faults) and len(self.faults) >= 7 \
+            and held == len(self.bounds) >= 4
         out(f"verdict                  {'PASS' if clean else 'FAIL'} (lost ratings {lost}, 5xx {len(tally.five_xx)}, "
-            f"faults survived {survived}/{len(self.faults)})")
+            f"faults survived {survived}/{len(self.faults)}, issue-12 bounds held {held}/{len(self.bounds)})")
         return 0 if clean else 1
+
+    def report_schema(self, out: Callable[..., None]) -> None:
+        """Schemathesis: requests per operation, then failures per check (each distinct failure with its count)."""
+        if not self.schema:
+            return
+        calls: Counter = self.schema["calls"]
+        out(f"  schemathesis ({self.schema['wall_s']:.0f} s): {sum(calls.values())} requests over {len(calls)} "
+            f"operations, {self.args.schema_examples} examples an operation and mode (positive, negative)")
+        for name in ("not_a_server_error", "status_code_conformance", "content_type_conformance",
+                     "response_schema_conformance"):
+            failures: Counter = self.schema["failures"].get(name, Counter())
+            operations = {key.split(":", 1)[0] for key in failures}
+            out(f"    {name:<28} {sum(failures.values())} failing responses"
+                + (f" in {len(operations)} operations" if failures else ""))
+            for key, count in failures.most_common(8):
+                out(f"      {count:>4} × {key}")
+            if len(failures) > 8:
+                out(f"      … and {len(failures) - 8} more kinds")
+        for line in self.schema["errors"]:
+            out(f"    error: {line}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -719,6 +1213,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clients", type=int, default=6, help="threads comparing in a loop during the load")
     parser.add_argument("--raters", type=int, default=16)
     parser.add_argument("--writes", type=int, default=20, help="ratings each rater writes")
+    parser.add_argument("--max-queued", type=int, default=4, help="VLM_MAX_QUEUED_PER_CLIENT: the flood's size")
+    parser.add_argument("--turn-s", type=float, default=2.0, help="seconds one flood answer lasts on tiny-slow")
+    parser.add_argument("--flood-extra", type=int, default=2, help="flood requests past the limit (each a 429)")
+    parser.add_argument("--max-connections", type=int, default=64, help="VLM_MAX_CONNECTIONS of the soak server")
+    parser.add_argument("--header-timeout-s", type=float, default=2.0, help="VLM_HEADER_TIMEOUT_S of the server")
+    parser.add_argument("--slow-conns", type=int, default=300, help="half-sent connections held at once")
+    parser.add_argument("--slow-s", type=float, default=8.0, help="seconds the slow-header flood lasts")
+    parser.add_argument("--slow-rate", type=int, default=100, help="half-sent connections re-opened a second")
+    parser.add_argument("--bomb-side", type=int, default=6320, help="side of the image bomb's single-colour PNGs")
+    parser.add_argument("--schema-examples", type=int, default=20, help="schemathesis examples an operation and mode")
     parser.add_argument("--keep", action="store_true", help="keep the data directory and logs")
     args = parser.parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="vlm-soak-"))
