@@ -32,6 +32,7 @@ from app.compare.validation import (
 )
 from app.core.catalog import Catalog, ModelSpec
 from app.core.generation import Finish, GenerationParams, StreamClock
+from app.core.memory import give_back
 from app.core.protocol import ImagePart
 from app.core.settings import Limits
 from app.pool.client import BackendError
@@ -128,6 +129,13 @@ class ComparisonRunner:
         return (check_prompt(prompt, self.limits), check_images(uploads, self.limits),
                 check_models(models, self.catalog, self.limits, self.unreachable), check_params(params, self.limits))
 
+    def _check_and_give_back(self, *request: Any) -> tuple[str, list[CheckedImage], list[str], dict[str, Any]]:
+        """`check`, then return the decoded pixels' memory to the system (it can be hundreds of MB)."""
+        try:
+            return self.check(*request)
+        finally:
+            give_back()
+
     async def submit(self, prompt: str | None, uploads: list[Upload], models: list[str], params: dict[str, Any],
                      rater: str = "", blind: bool = False, stop_when_abandoned: bool = False,
                      battle: bool = False, drawn: bool = False, client: str = "") -> int:
@@ -140,7 +148,8 @@ class ComparisonRunner:
         blind = blind or battle
         if not self.accepting:
             raise InputError("server", "the server is shutting down; try again in a moment", 503)
-        checked_prompt, images, models, params = await asyncio.to_thread(self.check, prompt, uploads, models, params)
+        checked_prompt, images, models, params = await asyncio.to_thread(self._check_and_give_back, prompt, uploads,
+                                                                         models, params)
         specs = [self.catalog.get(model) for model in models]
         if blind:  # panel order (and output ids) must not give away which model is which
             random.shuffle(specs)
@@ -183,6 +192,8 @@ class ComparisonRunner:
         spec = output.spec
         try:
             images, shrunk_note = await asyncio.to_thread(downsizer.for_model, spec)
+            if shrunk_note:
+                await asyncio.to_thread(give_back)
         except Exception as exc:  # an image that decoded once should decode again; never stop the others
             await self._fail(run, output, f"the images could not be prepared for {spec.id}: {exc}")
             return

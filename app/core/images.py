@@ -45,9 +45,9 @@ class Shrunk:
 
 
 def shrink(data: bytes, scale: float, name: str = "image") -> Shrunk:
-    """Decode `data` at about `scale` of its size (JPEG decodes straight to a reduced size), normalise
-    it as every adapter does (orientation, RGB), resize, and encode it again: JPEG (quality 95) when it
-    came as JPEG, else PNG, so a lossless upload stays lossless."""
+    """Decode `data` at about `scale` of its size and encode it again: JPEG (quality 95) when it came as
+    JPEG, else PNG, so a lossless upload stays lossless. Normalised as every adapter does (orientation,
+    RGB), but only after the resize, so that the full-size pixels are held once."""
     try:
         with Image.open(io.BytesIO(data)) as opened:
             before = opened.size
@@ -55,13 +55,16 @@ def shrink(data: bytes, scale: float, name: str = "image") -> Shrunk:
             was_jpeg = opened.format == "JPEG"
             if was_jpeg:
                 opened.draft("RGB", target)  # decodes at 1/2, 1/4 or 1/8 scale, never below target
+            if getattr(opened, "n_frames", 1) > 1:
+                opened.seek(0)
             opened.load()
-            image = normalise(opened)
+            ImageOps.exif_transpose(opened, in_place=True)
+            full = opened if opened.mode in ("RGB", "RGBA", "L", "LA") else opened.convert("RGBA")
+            turned = (full.width >= full.height) != (target[0] >= target[1])  # EXIF said to rotate by 90°
+            oriented, before = (target[::-1], before[::-1]) if turned else (target, before)
+            image = normalise(full.resize(oriented, Image.Resampling.LANCZOS, reducing_gap=3.0))
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         raise ImageError(f"{name}: not a readable image ({exc})") from None
-    turned = (image.width >= image.height) != (target[0] >= target[1])  # EXIF said to rotate by 90°
-    oriented, before = (target[::-1], before[::-1]) if turned else (target, before)
-    image = image.resize(oriented, Image.Resampling.LANCZOS)
     out = io.BytesIO()
     if was_jpeg:
         image.save(out, format="JPEG", quality=95)

@@ -417,7 +417,7 @@ class ModelPool:
                 "model": r.spec.id, "planned_gb": round(r.planned_gb, 3),
                 "measured_gb": None if worker is None or worker.measured_gb is None else round(worker.measured_gb, 3),
                 "state": ResidentState.BUSY if r.state == ResidentState.READY and r.leases else r.state,
-                "leases": r.leases,
+                "leases": r.leases, "waiting": self._turns[r.spec.id].waiting if r.spec.id in self._turns else 0,
                 "last_used": round(now - r.last_used, 1), "pid": worker.pid if worker else None,
                 "runtime": r.spec.runtime, "pinned": r.spec.preload, "detail": self.loading_detail(r.spec.id),
             })

@@ -2,8 +2,8 @@
 
 A local worker generates one answer at a time. Requests wait here, in the server, not in the worker:
 so the generation time limit starts when a request's turn starts (queue wait is bounded on its own),
-and turns go round-robin between clients, so one client's flood costs another client at most one
-answer's wait per turn. Each client may have `max_waiting` requests waiting; past that it is told
+and turns go to the waiting client served longest ago, so one client's flood costs another client
+at most the answer already running. Each client may have `max_waiting` requests waiting; past that it is told
 to slow down (429), and a request that waited `timeout_s` without its turn is told the model is busy
 and how many were ahead of it (503). Both errors carry a Retry-After estimate.
 """
@@ -15,7 +15,7 @@ import contextlib
 import math
 import time
 from collections import OrderedDict, deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,9 +42,11 @@ class Turns:
         self.timeout_s = timeout_s
         self.clock = clock
         self.active = 0
-        self._waiting: OrderedDict[str, deque[_Waiter]] = OrderedDict()  # clients in round-robin order
+        self._waiting: OrderedDict[str, deque[_Waiter]] = OrderedDict()  # clients in the order they queued
         self._turn_s = 5.0  # a running estimate of one turn's length, for Retry-After
         self._moved = asyncio.Event()  # set (and replaced) whenever the queue moves
+        self._served_at: dict[str, int] = {}  # client → the number of its latest turn
+        self._turn_number = 0
 
     @property
     def waiting(self) -> int:
@@ -65,6 +67,7 @@ class Turns:
     async def _take(self, client: str, on_position: Position | None) -> None:
         if self.active < self.slots and not self._waiting:
             self.active += 1
+            self._served(client)
             return
         queue = self._waiting.get(client)
         if queue is not None and len(queue) >= self.max_waiting:
@@ -123,32 +126,49 @@ class Turns:
         self._moved = asyncio.Event()
 
     def _grant(self) -> None:
-        """Give free slots to the next clients in round-robin order (each served moves to the back)."""
+        """Give free slots to waiting clients, the least recently served first (round-robin that also
+        counts a turn taken without waiting)."""
         self._tell_all()
         while self.active < self.slots and self._waiting:
-            client, queue = next(iter(self._waiting.items()))
+            client = self._next(self._waiting, self._served_at)
+            queue = self._waiting[client]
             waiter = queue.popleft()
-            if queue:
-                self._waiting.move_to_end(client)
-            else:
+            if not queue:
                 del self._waiting[client]
             if waiter.granted.done():  # cancelled while queued
                 continue
             self.active += 1
+            self._served(client)
             waiter.granted.set_result(None)
 
+    @staticmethod
+    def _next(waiting: Mapping[str, Sequence[_Waiter]], served_at: Mapping[str, int]) -> str:
+        """The waiting client served longest ago (never: first); ties go to the one that queued first."""
+        return min(waiting, key=lambda name: served_at.get(name, -1))
+
+    def _served(self, client: str) -> None:
+        self._turn_number += 1
+        self._served_at[client] = self._turn_number
+        if len(self._served_at) > 1000:  # forget clients that are not waiting (they rank as new again)
+            self._served_at = {name: at for name, at in self._served_at.items() if name in self._waiting}
+
     def ahead_of(self, waiter: _Waiter) -> int:
-        """Requests served before this one if no one else arrives: those running, and per client the
-        waiters round-robin reaches first."""
-        clients = list(self._waiting)
-        if waiter.client not in clients:
-            return self.active
-        own = self._waiting[waiter.client]
-        rank = own.index(waiter) if waiter in own else 0
-        mine = clients.index(waiter.client)
-        before = sum(min(len(self._waiting[other]), rank + (1 if index < mine else 0))
-                     for index, other in enumerate(clients) if other != waiter.client)
-        return self.active + rank + before
+        """Requests served before this one if no one else arrives: those running, and the waiters the
+        order of `_grant` reaches first."""
+        waiting = {name: list(queue) for name, queue in self._waiting.items()}
+        served_at = dict(self._served_at)
+        ahead, turn = self.active, self._turn_number
+        while waiting:
+            client = self._next(waiting, served_at)
+            if waiting[client][0] is waiter:
+                return ahead
+            waiting[client].pop(0)
+            if not waiting[client]:
+                del waiting[client]
+            turn += 1
+            served_at[client] = turn
+            ahead += 1
+        return ahead
 
     def retry_after(self, ahead: int) -> int:
         """Seconds until a retry is likely to find room: about one turn per request ahead."""

@@ -146,6 +146,7 @@ class ResidentOut(BaseModel):
     measured_gb: float | None
     state: str
     leases: int
+    waiting: int = 0  # requests queued for a turn on this model
     last_used: float
     pid: int | None
     runtime: str

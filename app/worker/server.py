@@ -33,6 +33,7 @@ from app.core.budget import InputTooLarge
 from app.core.catalog import ModelSpec, load_catalog
 from app.core.generation import Call, Piece, Timed, timed
 from app.core.images import ImageError, decode_image
+from app.core.memory import give_back
 from app.core.protocol import (
     EVENT_PREFIX,
     TOKEN_ENV,
@@ -83,16 +84,11 @@ class DeviceMemory:
     def release(self) -> None:
         """Give memory a finished request held back: Python's garbage, the CUDA cache, and the C heap's
         free pages (glibc keeps them otherwise, so the process would stay at its largest request)."""
-        import gc
-
-        gc.collect()
+        give_back()
         if self.device.startswith("cuda"):
             import torch
 
             torch.cuda.empty_cache()
-        elif sys.platform.startswith("linux"):
-            with contextlib.suppress(OSError, AttributeError):
-                ctypes.CDLL("libc.so.6").malloc_trim(0)
 
     def snapshot(self) -> dict[str, Any]:
         used = self.now()

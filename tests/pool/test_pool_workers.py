@@ -81,8 +81,9 @@ def png(color: tuple[int, int, int]) -> ImagePart:
     return ImagePart(buffer.getvalue(), "image/png")
 
 
-async def ask(pool: ModelPool, model: str, tokens: int = 6, hold_s: float = 0.0) -> tuple[str, Finish]:
-    async with pool.lease(model) as backend:
+async def ask(pool: ModelPool, model: str, tokens: int = 6, hold_s: float = 0.0,
+              client: str = "") -> tuple[str, Finish]:
+    async with pool.lease(model, client=client) as backend:
         pieces: list[str] = []
         finish = None
         async for piece in backend.stream("Compare the images.", [png((250, 0, 0)), png((0, 0, 250))],
@@ -115,7 +116,8 @@ async def test_lru_eviction_order_and_evicted_worker_exits(pool):
 
 
 async def test_single_flight_ten_requests_start_one_worker(pool):
-    results = await asyncio.gather(*(ask(pool, MODELS[0], tokens=2) for _ in range(10)))
+    """Ten people ask for the same cold model at once: one worker starts, and each gets an answer."""
+    results = await asyncio.gather(*(ask(pool, MODELS[0], tokens=2, client=f"person {i}") for i in range(10)))
     assert len(results) == 10 and all(finish.completion_tokens >= 1 for _, finish in results)
     assert pool.launcher.starts == [MODELS[0]]
 

@@ -22,7 +22,9 @@ from pydantic import ValidationError
 
 from app.compare.downsize import Downsizer
 from app.compare.validation import CheckedImage, InputError, Upload, check_images, check_params, check_prompt
+from app.core.catalog import ModelSpec
 from app.core.generation import Finish, GenerationParams, StreamClock
+from app.core.memory import give_back
 from app.core.protocol import (
     ChatRequest,
     ChunkWriter,
@@ -60,17 +62,17 @@ async def models(request: Request) -> dict[str, Any]:
 async def chat_completions(request: Request) -> JSONResponse | EventSourceResponse:
     """OpenAI chat completions with `image_url` data URLs; `stream` true or false."""
     state = services(request)
-    try:
-        chat, wanted = _checked(await request.body(), state)
+    body = await request.body()
+    try:  # in a thread: checking decodes every image
+        chat, wanted = await asyncio.to_thread(_checked, body, state)
+    except NoSuchModel as exc:
+        return _error(str(exc), 404, code="model_not_found")
     except InputError as exc:
         return _error(exc.detail, exc.status_code)
     except ProtocolError as exc:
         return _error(str(exc), 400)
-    reason = state.reachability.get(chat.model, "unknown model")
-    if chat.model not in state.reachability or reason is not None:
-        return _error(f"model '{chat.model}': {reason}", 404, code="model_not_found")
     spec = state.catalog.get(chat.model)
-    images, _ = await asyncio.to_thread(Downsizer(wanted.images).for_model, spec)
+    images, _ = await asyncio.to_thread(_shrunk_for, spec, wanted.images)
     stack = contextlib.AsyncExitStack()
     try:  # take the lease (and the turn) before answering, so pool errors get a proper status
         backend = await stack.enter_async_context(state.pool.lease(chat.model, client=client_of(request)))
@@ -94,6 +96,10 @@ async def chat_completions(request: Request) -> JSONResponse | EventSourceRespon
     if chat.stream:
         return EventSourceResponse(sse_answer(_then(first, answer), writer))
     return await whole_answer(_then(first, answer), writer, failure_status=502)
+
+
+class NoSuchModel(LookupError):
+    """A chat request for a model this server does not have (or cannot load here)."""
 
 
 @dataclass(frozen=True)
@@ -124,9 +130,15 @@ def _checked(body: bytes, state: Services) -> tuple[ChatRequest, CheckedChat]:
                                            "seed": params["seed"]})
     except ValidationError as exc:
         raise ProtocolError(first_problem(exc.errors())) from None
+    reason = state.reachability.get(chat.model, "unknown model")
+    if chat.model not in state.reachability or reason is not None:
+        raise NoSuchModel(f"model '{chat.model}': {reason}")
     wanted = chat_input(chat)
     check_prompt(wanted.prompt, limits)
-    checked = check_images([Upload(f"image {i + 1}", part.data) for i, part in enumerate(wanted.images)], limits)
+    try:
+        checked = check_images([Upload(f"image {i + 1}", part.data) for i, part in enumerate(wanted.images)], limits)
+    finally:
+        give_back()
     generation = GenerationParams(max_new_tokens=params["max_new_tokens"], temperature=params["temperature"],
                                   top_p=params["top_p"], seed=params["seed"])
     return chat, CheckedChat(wanted.prompt, generation, checked)
@@ -157,6 +169,14 @@ def _json(body: bytes) -> Any:
         return json.loads(body)
     except (ValueError, RecursionError) as exc:
         raise ProtocolError(f"body: not valid JSON ({exc})") from None
+
+
+def _shrunk_for(spec: ModelSpec, images: list[CheckedImage]) -> tuple[list[ImagePart], str | None]:
+    """The images at the size the model uses; then the decoded pixels' memory goes back to the system."""
+    try:
+        return Downsizer(images).for_model(spec)
+    finally:
+        give_back()
 
 
 async def _then(first: Any, rest: AsyncIterator[Any]) -> AsyncIterator[Any]:

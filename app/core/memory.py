@@ -1,0 +1,17 @@
+"""Giving memory back: after a large request the C heap keeps its free pages unless asked to return them."""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import gc
+import sys
+
+
+def give_back() -> None:
+    """Collect garbage, then return the C heap's free pages to the system (glibc's malloc_trim; a no-op
+    elsewhere), so that a process does not stay at the size of its largest request."""
+    gc.collect()
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
