@@ -7,9 +7,9 @@ from datetime import datetime
 from fastapi import APIRouter
 from fastapi.responses import StreamingResponse
 
-from app.storage.export import ratings_csv_rows
+from app.storage.export import write_ratings_csv
 from app.web.deps import EngineDep
-from app.web.spool import spooled_download
+from app.web.spool import spooled_file_download
 
 router = APIRouter()
 
@@ -19,7 +19,9 @@ router = APIRouter()
 async def export_ratings(engine: EngineDep, model: str | None = None, since: datetime | None = None,
                          until: datetime | None = None) -> StreamingResponse:
     """Every rating, one row each; optional filters by model and date. The file is written whole before
-    it is sent, so a store that cannot be read answers 503 instead of a file cut short."""
+    it is sent (one read transaction, one csv writer), so a store that cannot be read answers 503 instead of
+    a file cut short."""
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    return await spooled_download(lambda: ratings_csv_rows(engine, model=model, since=since, until=until),
-                                  "text/csv; charset=utf-8", f"ratings-{stamp}.csv")
+    return await spooled_file_download(
+        lambda out: write_ratings_csv(engine, out, model=model, since=since, until=until),
+        "text/csv; charset=utf-8", f"ratings-{stamp}.csv")
