@@ -142,13 +142,20 @@ async def test_three_models_over_budget_complete_and_budget_is_never_exceeded(po
 
 
 async def test_leased_model_is_not_evicted(pool):
-    holder = asyncio.create_task(ask(pool, MODELS[0], tokens=2, hold_s=6.0))
+    done = asyncio.Event()
+
+    async def hold() -> None:  # the lease is held until the test is done, however slow the loads are
+        async with pool.lease(MODELS[0]):
+            await done.wait()
+
+    holder = asyncio.create_task(hold())
     while MODELS[0] not in resident(pool) or pool.status()["resident"][0]["state"] != "busy":
         await asyncio.sleep(0.05)
     await ask(pool, MODELS[1])
     await ask(pool, MODELS[2])  # must evict MODELS[1], the only idle one
     assert MODELS[0] in resident(pool)
     assert alive(pool.launcher.live[MODELS[0]])
+    done.set()
     await holder
 
 
