@@ -8,10 +8,12 @@ import gc
 import sys
 
 
-def give_back() -> None:
-    """Collect garbage, then return the C heap's free pages to the system (glibc's malloc_trim; a no-op
-    elsewhere), so that a process does not stay at the size of its largest request."""
-    gc.collect()
+def give_back(collect: bool = False) -> None:
+    """Return the C heap's free pages to the system (glibc's malloc_trim; a no-op elsewhere), so that a
+    process does not stay at the size of its largest request. `collect`: collect garbage cycles first
+    (a worker's tensors; decoded images are freed as soon as they are dropped)."""
+    if collect:
+        gc.collect()
     if sys.platform.startswith("linux"):
         with contextlib.suppress(OSError, AttributeError):
             ctypes.CDLL("libc.so.6").malloc_trim(0)

@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import math
 import time
-from collections import OrderedDict, deque
+from collections import deque
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -42,7 +42,7 @@ class Turns:
         self.timeout_s = timeout_s
         self.clock = clock
         self.active = 0
-        self._waiting: OrderedDict[str, deque[_Waiter]] = OrderedDict()  # clients in the order they queued
+        self._waiting: dict[str, deque[_Waiter]] = {}  # clients in the order they queued
         self._turn_s = 5.0  # a running estimate of one turn's length, for Retry-After
         self._moved = asyncio.Event()  # set (and replaced) whenever the queue moves
         self._served_at: dict[str, int] = {}  # client → the number of its latest turn

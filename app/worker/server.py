@@ -84,7 +84,7 @@ class DeviceMemory:
     def release(self) -> None:
         """Give memory a finished request held back: Python's garbage, the CUDA cache, and the C heap's
         free pages (glibc keeps them otherwise, so the process would stay at its largest request)."""
-        give_back()
+        give_back(collect=True)
         if self.device.startswith("cuda"):
             import torch
 

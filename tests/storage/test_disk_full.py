@@ -13,11 +13,11 @@ from sqlmodel import select
 
 from app.storage import comparisons, files
 from app.storage.comparisons import OutputInput, StoredImageInput
-from app.storage.db import init_db, make_engine, session
+from app.storage.db import session
 from app.storage.files import DiskFull
 from app.storage.tables import Comparison, Image, Output
 from tests.storage.mounts import fill, tmpfs
-from tests.storage.test_postgres import reset_schema, unit_test_url
+from tests.storage.test_postgres import open_unit_store
 
 BIG = StoredImageInput("big.png", os.urandom(300_000), "PNG", 400, 300)
 SMALL = StoredImageInput("small.png", b"\x89PNG small", "PNG", 2, 2)
@@ -39,22 +39,12 @@ def image_dir_files(data_dir: Path) -> list[str]:
     return sorted(path.name for path in folder.rglob("*") if path.is_file()) if folder.exists() else []
 
 
-def open_store(data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Engine:
-    url = unit_test_url()
-    if url is None:
-        monkeypatch.delenv("DATABASE_URL", raising=False)
-    engine = make_engine(url, data_dir)
-    if url is None:
-        init_db(engine)
-    else:
-        reset_schema(engine)
-    return engine
 
 
 def test_a_full_tmpfs_refuses_the_upload_and_keeps_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A real full disk: the data directory is a 1 MB tmpfs with 64 KB left when a 300 KB image arrives."""
     with tmpfs(tmp_path / "small-disk", 1024) as data_dir:
-        engine = open_store(data_dir, monkeypatch)
+        engine = open_unit_store(data_dir, monkeypatch)
         kept = store(engine, data_dir, [SMALL])
         before = counts(engine)
         filler = fill(data_dir, leave_bytes=64 * 1024)
@@ -73,7 +63,7 @@ def test_a_write_refused_midway_keeps_nothing(tmp_path: Path, monkeypatch: pytes
     """Stands in for a full disk (or quota) where tmpfs cannot be mounted: the OS write of the image
     file fails with ENOSPC / EDQUOT after part of it is written."""
     data_dir = tmp_path / "data"
-    engine = open_store(data_dir, monkeypatch)
+    engine = open_unit_store(data_dir, monkeypatch)
     real_write = os.write
     for code in (errno.ENOSPC, errno.EDQUOT):
         calls = {"n": 0}

@@ -11,25 +11,18 @@ from sqlalchemy import Engine, text
 from sqlalchemy.exc import DatabaseError, IntegrityError
 
 from app.storage import health
-from app.storage.db import init_db, make_engine, session
+from app.storage.db import make_engine, session
 from app.storage.health import StoreError, StoreMonitor, check_data_dir, check_store, probe, store_failure
 from app.storage.tables import Rating
 from tests.storage.damage import build_rated_store, damage, quick_check
 from tests.storage.mounts import fill, tmpfs
-from tests.storage.test_postgres import SQLITE_ONLY, reset_schema, unit_test_url
+from tests.storage.test_postgres import SQLITE_ONLY, open_unit_store
 
 
 @pytest.fixture
 def engine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Engine:
     """SQLite in a data directory, or the unit tests' own PostgreSQL schema when DATABASE_URL names one."""
-    url = unit_test_url()
-    if url is None:
-        monkeypatch.delenv("DATABASE_URL", raising=False)
-    engine = make_engine(url, tmp_path / "data")
-    if url is None:
-        init_db(engine)
-    else:
-        reset_schema(engine)
+    engine = open_unit_store(tmp_path / "data", monkeypatch)
     yield engine
     engine.dispose()
 

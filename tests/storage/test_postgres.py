@@ -50,6 +50,19 @@ SQLITE_ONLY = pytest.mark.skipif(ON_POSTGRES, reason="checks SQLite itself; DATA
 pytestmark = pytest.mark.skipif(not ON_POSTGRES, reason="set DATABASE_URL=postgresql+psycopg://… to run")
 
 
+def open_unit_store(data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Engine:
+    """SQLite in `data_dir`, or the unit tests' own PostgreSQL schema (emptied) when DATABASE_URL names one."""
+    url = unit_test_url()
+    if url is None:
+        monkeypatch.delenv("DATABASE_URL", raising=False)
+    engine = make_engine(url, data_dir)
+    if url is None:
+        init_db(engine)
+    else:
+        reset_schema(engine)
+    return engine
+
+
 def reset_schema(engine: Engine) -> None:
     """Drop the unit tests' schema with everything in it, and create it again with the app's tables, empty."""
     with engine.begin() as connection:

@@ -17,7 +17,7 @@ from app.storage import comparisons, files, outputs, ratings, sizes
 from app.storage.comparisons import OutputInput, StoredImageInput
 from app.storage.db import database_url, init_db, make_engine, session
 from app.storage.tables import Comparison, ComparisonImage, Image, Output, Rating
-from tests.storage.test_postgres import SQLITE_ONLY, reset_schema, unit_test_url
+from tests.storage.test_postgres import SQLITE_ONLY, open_unit_store
 
 PNG = StoredImageInput("cat.png", b"\x89PNG fake image bytes", "PNG", 4, 3)
 JPEG = StoredImageInput("dog.jpg", b"\xff\xd8 another image", "JPEG", 8, 6)
@@ -31,14 +31,7 @@ def data_dir(tmp_path: Path) -> Path:
 @pytest.fixture
 def engine(data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Engine:
     """SQLite in the data directory; a schema emptied per test when DATABASE_URL names a PostgreSQL database."""
-    url = unit_test_url()
-    if url is None:
-        monkeypatch.delenv("DATABASE_URL", raising=False)
-    engine = make_engine(url, data_dir)
-    if url is None:
-        init_db(engine)
-    else:
-        reset_schema(engine)
+    engine = open_unit_store(data_dir, monkeypatch)
     yield engine
     engine.dispose()
 

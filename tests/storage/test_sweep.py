@@ -12,9 +12,8 @@ from sqlalchemy import Engine
 
 from app.storage import comparisons, files
 from app.storage.comparisons import OutputInput, StoredImageInput
-from app.storage.db import init_db, make_engine
 from app.storage.sweep import ORPHAN_AGE_S, sweep_images
-from tests.storage.test_postgres import reset_schema, unit_test_url
+from tests.storage.test_postgres import open_unit_store
 
 CAT = StoredImageInput("cat.png", b"\x89PNG a cat", "PNG", 4, 3)
 DOG = StoredImageInput("dog.jpg", b"\xff\xd8 a dog", "JPEG", 8, 6)
@@ -27,14 +26,7 @@ def data_dir(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def engine(data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Engine:
-    url = unit_test_url()
-    if url is None:
-        monkeypatch.delenv("DATABASE_URL", raising=False)
-    engine = make_engine(url, data_dir)
-    if url is None:
-        init_db(engine)
-    else:
-        reset_schema(engine)
+    engine = open_unit_store(data_dir, monkeypatch)
     yield engine
     engine.dispose()
 
