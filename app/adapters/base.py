@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from app.adapters.threads import GENERATION, compute_threads
 from app.core.budget import apply_capabilities
 from app.core.generation import Call, Finish, GenerationParams, Piece
 from app.core.images import prepare_for_model
@@ -182,7 +183,7 @@ class StreamedCall:
     """Iterate the text a blocking `generate`-like call streams, then read its return value.
 
     `StreamedCall(lambda streamer: model.generate(..., streamer=streamer), tokenizer, cancel)`
-    runs the call in a thread; iterating yields decoded pieces; `.result` holds what it returned.
+    runs the call on the process's generation thread; iterating yields decoded pieces; `.result` holds what it returned.
     Errors raised in the thread are re-raised in the caller.
     """
 
@@ -199,6 +200,7 @@ class StreamedCall:
 
     def _target(self) -> None:
         try:
+            compute_threads.apply()
             self.result = self._run(self._streamer)
         except BaseException as exc:  # re-raised in the consuming thread
             self._error = exc
@@ -207,8 +209,7 @@ class StreamedCall:
             self._ended.set()
 
     def __iter__(self) -> Iterator[str]:
-        thread = threading.Thread(target=self._target, name="generate", daemon=True)
-        thread.start()
+        GENERATION.submit(self._target)  # the process's one generation thread (see app.adapters.threads)
         finished = False
         try:
             yield from self._pieces()
@@ -216,7 +217,7 @@ class StreamedCall:
         finally:
             if not finished:  # the consumer stopped early: stop generating too
                 self._cancel.set()
-            thread.join()
+            self._ended.wait()
         if self._error is not None:
             raise self._error
 

@@ -24,6 +24,8 @@ MAX_NEW_TOKENS_LIMIT = 4096
 EVENT_PREFIX = "VLM-WORKER "
 # The launcher hands each worker its bearer token in this variable; the worker reads it once and removes it
 TOKEN_ENV = "VLM_WORKER_TOKEN"
+# The pool's CPU thread policy, per request: how many torch threads this answer may compute with
+THREADS_HEADER = "x-vlm-threads"
 
 
 class ProtocolError(ValueError):

@@ -73,7 +73,10 @@ class Settings(BaseSettings):
     budget_gb: float | None = Field(None, gt=0, description="memory the resident models may plan for; "
                                                            "default: 90 % of the GPU, else cpu_budget_gb")
     cpu_budget_gb: float = Field(8.0, gt=0, description="the budget when there is no GPU")
-    overhead_gb: float = Field(0.0, ge=0, description="memory added to each model's plan for its process")
+    overhead_gb: float | None = Field(None, ge=0, description="memory added to each model's plan for its "
+                                      "process; default: what each runtime's worker measured at start-up")
+    spare_workers: int = Field(1, ge=0, le=1, description="keep a prepared worker process per runtime, so a "
+                                                           "load skips the interpreter start and imports")
     worker_threads: int | None = Field(None, ge=1, description="torch threads per CPU worker; "
                                                                "default: half the cores")
     wait_timeout_s: float = Field(300.0, gt=0, description="how long a request waits for memory to free")

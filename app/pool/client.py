@@ -7,7 +7,7 @@ with token counts and the server's timing where it reports one.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import httpx
@@ -33,6 +33,7 @@ class OpenAIBackend:
         self._client = client or httpx.AsyncClient(
             timeout=httpx.Timeout(10.0, read=read_timeout_s), headers=headers, trust_env=False)
         self._owns_client = client is None
+        self.extra_headers: Callable[[], dict[str, str]] | None = None  # per request (the pool's thread policy)
 
     def _body(self, prompt: str, images: list[ImagePart], params: GenerationParams) -> dict[str, Any]:
         body: dict[str, Any] = {
@@ -51,8 +52,9 @@ class OpenAIBackend:
         timing: dict[str, Any] = {}
         reason = "stop"
         try:
+            headers = self.extra_headers() if self.extra_headers else None
             async with self._client.stream("POST", f"{self.base_url}/chat/completions",
-                                           json=self._body(prompt, images, params)) as response:
+                                           json=self._body(prompt, images, params), headers=headers) as response:
                 if response.status_code >= 400:
                     message = _error_message(await response.aread())
                     if not message.startswith(f"{self.label}:"):  # our workers name the model already

@@ -1,4 +1,12 @@
-"""Start and stop worker processes; each hosts one model and speaks the OpenAI protocol."""
+"""Start and stop worker processes; each hosts one model and speaks the OpenAI protocol.
+
+Every worker starts as a spare (`python -m app.worker --spare`): it imports torch, transformers and
+the adapters, creates its device context, measures its own overhead and then waits for `POST
+/load` with the catalogue entry of the model it is to serve. The launcher keeps one such spare per
+runtime ready ahead of need (`prepare`), so a load pays for reading the weights, not for an
+interpreter start and seconds of imports. An evicted worker becomes the runtime's spare again
+(`recycle`: its weights dropped) where that is safe, so back-to-back swaps find a spare too.
+"""
 
 from __future__ import annotations
 
@@ -35,6 +43,7 @@ class WorkerHandle(Protocol):
     backend: Any
     measured_gb: float | None
     runtime: dict[str, str]
+    overhead_gb: float | None
 
     @property
     def pid(self) -> int | None: ...
@@ -49,7 +58,8 @@ class WorkerHandle(Protocol):
 
 
 class Launcher(Protocol):
-    """Starts a model's worker; the pool needs nothing else of it."""
+    """Starts a model's worker. A launcher may also keep spares ready: then it has `prepare(runtime)`,
+    `spare_gb(runtime)` and `close()` (see ProcessLauncher), which the pool uses where present."""
 
     async def start(self, spec: ModelSpec) -> WorkerHandle: ...
 
@@ -63,9 +73,10 @@ class ProcessWorker:
     port: int
     backend: OpenAIBackend
     client: httpx.AsyncClient
-    measured_gb: float | None = None
+    measured_gb: float | None = None  # the model's own memory: weights and working memory at its peak
     runtime: dict[str, str] = field(default_factory=dict)
     stderr_path: Path | None = None
+    overhead_gb: float | None = None  # what the process held before the weights (imports, CUDA context)
 
     @property
     def pid(self) -> int:
@@ -79,6 +90,8 @@ class ProcessWorker:
             response = await self.client.get(f"http://127.0.0.1:{self.port}/memory", timeout=5)
             body = response.json()  # the peak: weights plus the largest request's working memory so far
             self.measured_gb = max(body.get("peak_bytes", body["bytes"]), 0) / GB
+            if body.get("overhead_bytes") is not None:
+                self.overhead_gb = body["overhead_bytes"] / GB
         return self.measured_gb
 
     async def health(self, timeout_s: float = 2.0) -> dict[str, Any] | None:
@@ -144,12 +157,55 @@ def _this_python(runtime: str, progress: Callable[[str], None]) -> str:
     return sys.executable
 
 
+@dataclass
+class Spare:
+    """A worker process that has prepared (or is preparing) and waits to be told its model."""
+
+    runtime: str
+    python: str
+    process: asyncio.subprocess.Process
+    token: str
+    log_path: Path
+    prepared: asyncio.Future[tuple[int, dict[str, Any]]]  # its port and measured overhead, once prepared
+
+    def alive(self) -> bool:
+        return self.process.returncode is None and not (self.prepared.done() and not self.prepared.cancelled()
+                                                        and self.prepared.exception())
+
+    def overhead_gb(self) -> float | None:
+        """Its measured overhead, once it has prepared."""
+        if not self.prepared.done() or self.prepared.cancelled() or self.prepared.exception():
+            return None
+        return overhead_gb(self.prepared.result()[1])
+
+    async def discard(self) -> None:
+        """Stop it (a spare holds nothing worth a graceful stop)."""
+        self.prepared.cancel()
+        if self.process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.process.kill()
+            await self.process.wait()
+
+
+def overhead_gb(overhead: dict[str, Any] | None) -> float | None:
+    """A worker's overhead in the memory the pool budgets (see app.worker.server.overhead_bytes)."""
+    if not overhead:
+        return None
+    key = "device_bytes" if str(overhead.get("device", "")).startswith("cuda") else "host_bytes"
+    value = overhead.get(key)
+    return None if value is None else value / GB
+
+
 class ProcessLauncher:
-    """Spawns workers with the Python of the model's runtime and waits for their ready report."""
+    """Spawns workers with the Python of the model's runtime and waits for their ready report.
+
+    `spares`: keep a prepared worker per runtime (1, the default) or none (0: each load starts and
+    prepares its own process). `warm`: the families whose adapters a runtime's spare imports."""
 
     def __init__(self, log_dir: Path, python_for: Callable[[str, Callable[[str], None]], str] | None = None,
                  load_timeout_s: float = 900.0, device: str = "auto",
-                 env: dict[str, str] | None = None, threads: int | None = None) -> None:
+                 env: dict[str, str] | None = None, threads: int | None = None, spares: int = 1,
+                 warm: dict[str, list[str]] | None = None) -> None:
         self.log_dir = log_dir
         self.python_for = python_for or _this_python
         self.progress: dict[str, str] = {}  # model id → what its start is doing now, for the page
@@ -157,62 +213,211 @@ class ProcessLauncher:
         self.device = device
         self.env = env or {}
         self.threads = threads
+        self.spares = spares
+        self.warm = warm or {}
+        self.overheads: dict[str, float] = {}  # runtime → the overhead its last worker measured, in GB
+        self._spares: dict[str, Spare] = {}
+        self._preparing: dict[str, asyncio.Task[None]] = {}
+        self._count = 0
+        self._closed = False
+
+    # --- spares --------------------------------------------------------------------------------------
+
+    async def prepare(self, runtime: str = "default") -> None:
+        """Have a spare ready for `runtime` (start one if there is none); returns once it has prepared."""
+        if self.spares < 1 or self._closed:
+            return
+        if runtime not in self._preparing or self._preparing[runtime].done():
+            self._preparing[runtime] = asyncio.create_task(self._keep_spare(runtime))
+        await asyncio.shield(self._preparing[runtime])
+
+    async def _keep_spare(self, runtime: str) -> None:
+        spare = self._spares.get(runtime)
+        if spare is None or not spare.alive():
+            python = await asyncio.to_thread(self.python_for, runtime, lambda line: None)
+            if self._closed:
+                return
+            spare = self._spares[runtime] = await self._spawn(runtime, python)
+        with contextlib.suppress(Exception):  # a spare that fails is replaced when it is next needed
+            await spare.prepared
+
+    def spare_gb(self, runtime: str | None = None, fixed_gb: float | None = None) -> float:
+        """Memory held by spares (of one runtime, or all): `fixed_gb` each where the plan uses a fixed
+        overhead, else their measured overhead (the runtime's last figure while one still prepares)."""
+        total = 0.0
+        for name, spare in self._spares.items():
+            if (runtime is None or name == runtime) and spare.alive():
+                total += fixed_gb if fixed_gb is not None else spare.overhead_gb() or self.overheads.get(name, 0.0)
+        return total
+
+    def spare_pids(self) -> set[int]:
+        """The processes that are spares now (none of them holds a model)."""
+        return {spare.process.pid for spare in self._spares.values() if spare.alive()}
+
+    async def release_spares(self, keep: str | None = None) -> None:
+        """Stop the spares of every runtime but `keep`: the pool needs their memory for a model."""
+        for name in [name for name in self._spares if name != keep]:
+            task = self._preparing.pop(name, None)
+            if task:
+                task.cancel()
+            await self._spares.pop(name).discard()
+
+    def expected_overhead_gb(self, runtime: str) -> float | None:
+        """The overhead a worker of `runtime` measured last (None before any has)."""
+        return self.overheads.get(runtime)
+
+    async def _spawn(self, runtime: str, python: str) -> Spare:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        self._count += 1
+        prune_logs(self.log_dir)
+        log_path = self.log_dir / f"worker-{os.getpid()}-{self._count}.log"
+        token = secrets.token_urlsafe(24)
+        env = {**worker_environment(os.environ), "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false",
+               **self.env, TOKEN_ENV: token}
+        if runtime != "default":
+            env.pop("PYTHONPATH", None)  # it would put the app's transformers before the runtime's pin
+        families = ",".join(self.warm.get(runtime, []))
+        with log_path.open("ab") as stderr:
+            process = await asyncio.create_subprocess_exec(
+                python, "-m", "app.worker", "--spare", "--port", "0", "--device", self.device,
+                *(["--warm", families] if families else []),
+                *(["--threads", str(self.threads)] if self.threads else []),
+                stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+                stderr=stderr, env=env, start_new_session=True)
+        prepared = asyncio.create_task(self._prepared(process, log_path))
+        prepared.add_done_callback(lambda task: self._note_overhead(runtime, task))
+        return Spare(runtime, python, process, token, log_path, prepared)
+
+    async def _prepared(self, process: asyncio.subprocess.Process, log_path: Path) -> tuple[int, dict[str, Any]]:
+        """The port a new spare listens on and its overhead, once it reports it has prepared."""
+        port, event = await self._await_event(process, log_path, "spare")
+        asyncio.create_task(_drain(process.stdout))  # later events go unread; the pipe must not fill
+        return port, event.get("overhead") or {}
+
+    def _note_overhead(self, runtime: str, task: asyncio.Future[tuple[int, dict[str, Any]]]) -> None:
+        if task.cancelled() or task.exception():
+            return
+        measured = overhead_gb(task.result()[1])
+        if measured is not None:
+            self.overheads[runtime] = measured
+
+    async def recycle(self, worker: ProcessWorker) -> bool:
+        """Make an evicted worker its runtime's spare: it drops its weights and keeps its process, so the
+        next load of that runtime starts at once. False (and the worker untouched) where that is not
+        safe or not wanted: spares off, a spare already there, a model running remote code (its modules
+        would stay imported), or a worker that does not unload."""
+        runtime = worker.spec.runtime
+        current = self._spares.get(runtime)
+        if self.spares < 1 or self._closed or worker.spec.trust_remote_code or (current and current.alive()):
+            return False
+        if worker.process.returncode is not None:
+            return False
+        try:
+            response = await worker.client.post(f"http://127.0.0.1:{worker.port}/unload", timeout=30)
+            if response.status_code != 200:
+                return False
+            overhead = response.json().get("overhead") or {}
+        except (httpx.HTTPError, ValueError):
+            return False
+        token = worker.client.headers["Authorization"].removeprefix("Bearer ")
+        await worker.client.aclose()
+        prepared: asyncio.Future[tuple[int, dict[str, Any]]] = asyncio.get_running_loop().create_future()
+        prepared.set_result((worker.port, overhead))
+        self._note_overhead(runtime, prepared)
+        python = await asyncio.to_thread(self.python_for, runtime, lambda line: None)
+        log_path = worker.stderr_path.resolve() if worker.stderr_path else self.log_dir / "worker.log"
+        self._spares[runtime] = Spare(runtime, python, worker.process, token, log_path, prepared)
+        return True
+
+    def _take_spare(self, runtime: str, python: str) -> Spare | None:
+        spare = self._spares.pop(runtime, None)
+        if spare is not None and spare.alive() and spare.python == python:
+            return spare
+        if spare is not None:
+            asyncio.create_task(spare.discard())
+        return None
+
+    async def close(self) -> None:
+        """Stop every spare (workers are the pool's to stop)."""
+        self._closed = True
+        for task in self._preparing.values():
+            task.cancel()
+        spares, self._spares = list(self._spares.values()), {}
+        await asyncio.gather(*(spare.discard() for spare in spares), return_exceptions=True)
+
+    # --- starting a model ------------------------------------------------------------------------------
 
     async def start(self, spec: ModelSpec) -> ProcessWorker:
         def report(line: str) -> None:
             self.progress[spec.id] = f"runtime {spec.runtime}: {line}"
 
-        python = await asyncio.to_thread(self.python_for, spec.runtime, report)
-        self.progress[spec.id] = "loading weights"
-        self.log_dir.mkdir(parents=True, exist_ok=True)
-        stderr_path = self.log_dir / f"{spec.id}.log"
-        token = secrets.token_urlsafe(24)
-        env = {**worker_environment(os.environ), "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false",
-               **self.env, TOKEN_ENV: token}
-        if spec.runtime != "default":
-            env.pop("PYTHONPATH", None)  # it would put the app's transformers before the runtime's pin
-        with stderr_path.open("ab") as stderr:
-            process = await asyncio.create_subprocess_exec(
-                python, "-m", "app.worker", "--spec-json", spec.model_dump_json(), "--port", "0",
-                "--device", self.device, *(["--threads", str(self.threads)] if self.threads else []),
-                stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-                stderr=stderr, env=env, start_new_session=True)
         started = time.perf_counter()
+        python = await asyncio.to_thread(self.python_for, spec.runtime, report)
+        spare = self._take_spare(spec.runtime, python)
+        from_spare = spare is not None and spare.prepared.done()
+        if spare is None:
+            spare = await self._spawn(spec.runtime, python)
+        process = spare.process
         try:
-            port, ready = await asyncio.wait_for(self._await_ready(process, stderr_path), self.load_timeout_s)
+            if not spare.prepared.done():
+                self.progress[spec.id] = "starting a worker process (importing torch and transformers)"
+            port, overhead = await asyncio.wait_for(asyncio.shield(spare.prepared), self.load_timeout_s)
+            self.progress[spec.id] = "loading weights"
+            client = httpx.AsyncClient(timeout=httpx.Timeout(10.0, read=None), trust_env=False,
+                                       limits=httpx.Limits(max_keepalive_connections=16),
+                                       headers={"Authorization": f"Bearer {spare.token}"})
+            remaining = max(1.0, self.load_timeout_s - (time.perf_counter() - started))
+            ready = await self._load(client, port, spec, remaining, spare)
         except TimeoutError:
-            self.progress.pop(spec.id, None)
-            process.kill()
-            await process.wait()
+            await spare.discard()
             raise LoadError(f"{spec.id}: not ready after {self.load_timeout_s:.0f} s") from None
         except BaseException:
-            self.progress.pop(spec.id, None)
-            if process.returncode is None:
-                process.kill()
-                await process.wait()
+            await spare.discard()
             raise
-        client = httpx.AsyncClient(timeout=httpx.Timeout(10.0, read=None), trust_env=False,
-                                   limits=httpx.Limits(max_keepalive_connections=16),
-                                   headers={"Authorization": f"Bearer {token}"})
+        finally:
+            self.progress.pop(spec.id, None)
+        log_path = link_log(self.log_dir / f"{spec.id}.log", spare.log_path)
         backend = WorkerBackend(f"http://127.0.0.1:{port}/v1", spec.id, client=client, label=spec.id, process=process)
-        memory = ready.get("memory", {}).get("bytes")
+        memory = ready.get("memory", {})
         worker = ProcessWorker(spec, process, port, backend, client,
-                               measured_gb=None if memory is None else memory / GB,
-                               runtime=ready.get("runtime", {}), stderr_path=stderr_path)
+                               measured_gb=None if memory.get("bytes") is None else memory["bytes"] / GB,
+                               runtime=ready.get("runtime", {}), stderr_path=log_path,
+                               overhead_gb=overhead_gb(overhead))
         worker.runtime["load_s"] = str(round(time.perf_counter() - started, 3))
-        self.progress.pop(spec.id, None)
-        asyncio.create_task(_drain(process.stdout))
+        worker.runtime["spare"] = "yes" if from_spare else "no"
         return worker
 
-    async def _await_ready(self, process: asyncio.subprocess.Process, stderr_path: Path) -> tuple[int, dict]:
-        """Read the worker's event lines until it is ready or has failed."""
+    async def _load(self, client: httpx.AsyncClient, port: int, spec: ModelSpec, timeout_s: float,
+                    spare: Spare) -> dict[str, Any]:
+        """Tell a spare which model to load; its ready report, or LoadError with the worker's reason."""
+        try:
+            response = await client.post(f"http://127.0.0.1:{port}/load", content=spec.model_dump_json(),
+                                         headers={"Content-Type": "application/json"}, timeout=timeout_s)
+        except httpx.TimeoutException:
+            await client.aclose()
+            raise TimeoutError from None
+        except httpx.HTTPError as exc:
+            await client.aclose()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(spare.process.wait(), 2.0)
+            tail = _tail(spare.log_path, 3)
+            why = describe_exit(spare.process.returncode) if spare.process.returncode is not None else str(exc)
+            raise LoadError(f"worker stopped while loading ({why})" + (f": {tail}" if tail else "")) from None
+        if response.status_code != 200:
+            await client.aclose()
+            raise LoadError(_error_message_of(response))
+        return dict(response.json())
+
+    async def _await_event(self, process: asyncio.subprocess.Process, log_path: Path,
+                           wanted: str) -> tuple[int, dict[str, Any]]:
+        """Read the worker's event lines until the `wanted` event (with the port it listens on) or a failure."""
         port = 0
         assert process.stdout is not None
         while True:
             line = await process.stdout.readline()
             if not line:
                 code = await process.wait()
-                tail = _tail(stderr_path, 3)
+                tail = _tail(log_path, 3)
                 raise LoadError(f"worker exited with code {code} before it was ready" + (f": {tail}" if tail else ""))
             text = line.decode(errors="replace").strip()
             if not text.startswith(EVENT_PREFIX):
@@ -220,10 +425,43 @@ class ProcessLauncher:
             event = json.loads(text[len(EVENT_PREFIX):])
             if event["event"] == "listening":
                 port = int(event["port"])
-            elif event["event"] == "ready":
+            elif event["event"] == wanted:
                 return port, event
             elif event["event"] == "failed":
                 raise LoadError(event.get("error") or "load failed")
+
+
+KEEP_LOGS = 64  # worker log files kept; older ones are removed as new workers start
+
+
+def link_log(link: Path, target: Path) -> Path:
+    """`<model>.log` pointing at the log of the process that serves the model now (one process may serve
+    several models in turn: each link shows its whole history). Returns the link, or the target where
+    links cannot be made."""
+    with contextlib.suppress(OSError):
+        temporary = link.with_name(f".{link.name}.{os.getpid()}")
+        temporary.unlink(missing_ok=True)
+        temporary.symlink_to(target.name)
+        os.replace(temporary, link)
+        return link
+    return target
+
+
+def prune_logs(log_dir: Path, keep: int = KEEP_LOGS) -> None:
+    """Remove all but the newest `keep` worker logs, and model links left pointing at nothing."""
+    with contextlib.suppress(OSError):
+        logs = sorted(log_dir.glob("worker-*.log"), key=lambda path: path.stat().st_mtime, reverse=True)
+        for old in logs[keep:]:
+            old.unlink(missing_ok=True)
+        for link in log_dir.glob("*.log"):
+            if link.is_symlink() and not link.exists():
+                link.unlink(missing_ok=True)
+
+
+def _error_message_of(response: httpx.Response) -> str:
+    with contextlib.suppress(ValueError, KeyError, TypeError):
+        return str(response.json()["error"]["message"])
+    return f"HTTP {response.status_code}: {response.text[:300]}"
 
 
 async def _drain(stream: asyncio.StreamReader | None) -> None:

@@ -20,6 +20,7 @@ from enum import StrEnum
 from typing import Any
 
 from app.core.catalog import Catalog, ModelSpec
+from app.core.protocol import THREADS_HEADER
 from app.pool.client import OpenAIBackend
 from app.pool.errors import Busy, PoolError, TooLarge, TooManyWaiting, Unavailable
 from app.pool.launcher import Launcher, LoadError, WorkerHandle
@@ -105,6 +106,8 @@ class ModelPool:
         self._draining: dict[int, float] = {}  # id(resident) → planned GB, until its process exits
         self._failures: dict[str, Failure] = {}
         self._remote: dict[str, OpenAIBackend] = {}
+        self._answering: dict[str, int] = {}  # model id → requests holding their turn now
+        self.cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
         self._lock = asyncio.Lock()
         self._changed = asyncio.Event()
         self._reaper: asyncio.Task | None = None
@@ -119,8 +122,24 @@ class ModelPool:
         return planned
 
     def used_gb(self) -> float:
-        """Memory held or reserved: resident and loading models, and evicted ones not yet exited."""
-        return sum(r.planned_gb for r in self._resident.values()) + sum(self._draining.values())
+        """Memory held or reserved: resident and loading models, evicted ones not yet exited, and the
+        launcher's spare workers."""
+        return (sum(r.planned_gb for r in self._resident.values()) + sum(self._draining.values())
+                + self.spares_gb())
+
+    def spares_gb(self, runtime: str | None = None) -> float:
+        """What the launcher's prepared spare workers hold (of one runtime, or all)."""
+        spare_gb = getattr(self.launcher, "spare_gb", None)
+        return float(spare_gb(runtime, self.sizes.overhead_gb)) if spare_gb else 0.0
+
+    def cpu_threads_now(self) -> int:
+        """The CPU thread policy: the cores shared evenly by the models answering now (this one included),
+        so a lone answer gets them all."""
+        answering = sum(1 for count in self._answering.values() if count) or 1
+        return max(1, self.cores // answering)
+
+    def _thread_headers(self) -> dict[str, str]:
+        return {THREADS_HEADER: str(self.cpu_threads_now())}
 
     def _signal(self) -> None:
         self._changed.set()
@@ -141,7 +160,11 @@ class ModelPool:
         resident = await self._acquire(spec)
         try:
             async with self.turns(spec.id).turn(client, on_position):
-                yield resident.worker.backend  # type: ignore[union-attr]
+                self._answering[spec.id] = self._answering.get(spec.id, 0) + 1
+                try:
+                    yield resident.worker.backend  # type: ignore[union-attr]
+                finally:
+                    self._answering[spec.id] -= 1
         finally:
             resident.leases -= 1
             resident.last_used = self.clock()
@@ -193,7 +216,11 @@ class ModelPool:
                 if not counted:
                     self.counters.misses += 1
                     counted = True
-                if self.used_gb() + planned <= self.budget_gb:
+                # the load takes its runtime's spare, whose memory becomes the model's process
+                used = self.used_gb() - self.spares_gb(spec.runtime)
+                if used + planned <= self.budget_gb or used - self.spares_gb() + planned <= self.budget_gb:
+                    if used + planned > self.budget_gb:  # it fits once other runtimes' spares are stopped
+                        await self.launcher.release_spares(keep=spec.runtime)  # type: ignore[attr-defined]
                     resident = Resident(spec, planned, leases=1, last_used=self.clock())
                     self._resident[spec.id] = resident
                     asyncio.create_task(self._load(resident))
@@ -234,7 +261,7 @@ class ModelPool:
         idle = sorted((r for r in self._resident.values()
                        if r.leases == 0 and r.state == ResidentState.READY and not r.spec.preload),
                       key=lambda r: r.last_used)
-        need = self.used_gb() + planned - self.budget_gb
+        need = self.used_gb() - self.spares_gb() + planned - self.budget_gb
         chosen: list[Resident] = []
         for resident in idle:
             if need <= 1e-9:
@@ -275,11 +302,19 @@ class ModelPool:
         resident.worker = worker
         resident.state = ResidentState.READY
         self.counters.loads += 1
+        overhead = getattr(worker, "overhead_gb", None)
+        if overhead is not None:
+            self.sizes.record_overhead(spec.runtime, overhead)
         if worker.measured_gb:
             await asyncio.to_thread(self.sizes.record, spec.id, worker.measured_gb)
+        resident.planned_gb = self.planned_gb(spec)  # what it was found to need, its process included
+        backend = worker.backend
+        if hasattr(backend, "extra_headers"):
+            backend.extra_headers = self._thread_headers
         resident.watcher = asyncio.create_task(self._watch(resident))
         resident.ready.set_result(None)
         self._signal()
+        self._keep_spare(spec.runtime)
 
     async def _watch(self, resident: Resident) -> None:
         """Remove a worker that exits on its own (crash, out of memory, kill -9)."""
@@ -299,8 +334,9 @@ class ModelPool:
         self._draining[id(resident)] = resident.planned_gb
         self.counters.evictions += 1
 
-    async def _drain(self, resident: Resident) -> None:
-        """Terminate an evicted worker and wait until it has exited, then free its memory."""
+    async def _drain(self, resident: Resident, reuse: bool = True) -> None:
+        """Stop an evicted worker — made a spare again (`reuse`, where the launcher can), else terminated and
+        waited for until it has exited — then free its memory."""
         try:
             if resident.watcher:
                 resident.watcher.cancel()
@@ -309,11 +345,24 @@ class ModelPool:
                     await resident.worker.measure_gb()
                     if resident.worker.measured_gb:
                         await asyncio.to_thread(self.sizes.record, resident.spec.id, resident.worker.measured_gb)
-                await resident.worker.terminate()
+                recycle = getattr(self.launcher, "recycle", None)  # its process may become the next spare
+                if not reuse or self._closed or recycle is None or not await recycle(resident.worker):
+                    await resident.worker.terminate()
         finally:
             async with self._lock:
                 self._draining.pop(id(resident), None)
                 self._signal()
+            self._keep_spare(resident.spec.runtime)
+
+    def _keep_spare(self, runtime: str) -> None:
+        """Have the launcher prepare a spare worker for `runtime` in the background, where it fits."""
+        prepare = getattr(self.launcher, "prepare", None)
+        if prepare is None or self._closed or self.spares_gb(runtime):
+            return
+        expected = getattr(self.launcher, "expected_overhead_gb", lambda runtime: None)(runtime)
+        if self.used_gb() + (expected if expected is not None else self.sizes.overhead_for(runtime)) \
+                <= self.budget_gb:
+            asyncio.create_task(prepare(runtime))
 
     async def evict(self, model_id: str) -> bool:
         """Evict one idle model now; False when it is not resident or in use."""
@@ -364,13 +413,14 @@ class ModelPool:
             self._evict_locked(resident)
             self.counters.evictions -= 1
             self.counters.crashes += 1
-        await self._drain(resident)
+        await self._drain(resident, reuse=False)
         return True
 
     # --- lifecycle ---------------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Load models marked `preload: true`, and start the idle reaper if configured."""
+        """Prepare a spare worker, load models marked `preload: true`, and start the idle reaper if configured."""
+        self._keep_spare("default")
         for spec in self.catalog.models:
             if spec.preload and spec.available and not spec.is_remote:
                 async with self.lease(spec.id):
@@ -404,6 +454,9 @@ class ModelPool:
             await asyncio.wait(loading, timeout=60)
         for backend in self._remote.values():
             await backend.aclose()
+        close = getattr(self.launcher, "close", None)
+        if close is not None:
+            await close()
 
     # --- status ------------------------------------------------------------------------------------
 
@@ -413,9 +466,13 @@ class ModelPool:
         resident = []
         for r in sorted(self._resident.values(), key=lambda r: -r.last_used):
             worker = r.worker
+            overhead = getattr(worker, "overhead_gb", None) if worker else None
             resident.append({
                 "model": r.spec.id, "planned_gb": round(r.planned_gb, 3),
-                "measured_gb": None if worker is None or worker.measured_gb is None else round(worker.measured_gb, 3),
+                # what the process holds: the model's own peak and the process's overhead
+                "measured_gb": None if worker is None or worker.measured_gb is None
+                else round(worker.measured_gb + (overhead or 0.0), 3),
+                "overhead_gb": None if overhead is None else round(overhead, 3),
                 "state": ResidentState.BUSY if r.state == ResidentState.READY and r.leases else r.state,
                 "leases": r.leases, "waiting": self._turns[r.spec.id].waiting if r.spec.id in self._turns else 0,
                 "last_used": round(now - r.last_used, 1), "pid": worker.pid if worker else None,
@@ -424,7 +481,7 @@ class ModelPool:
         return {
             "budget_gb": round(self.budget_gb, 3), "used_gb": round(self.used_gb(), 3),
             "free_gb": round(self.budget_gb - self.used_gb(), 3), "resident": resident,
-            "draining_gb": round(sum(self._draining.values()), 3),
+            "draining_gb": round(sum(self._draining.values()), 3), "spares_gb": round(self.spares_gb(), 3),
             "failures": {k: v.message for k, v in self._failures.items()},
             **self.counters.__dict__,
         }

@@ -15,7 +15,7 @@ from fastapi.staticfiles import StaticFiles
 from sqlalchemy.exc import DatabaseError
 
 from app.compare.runner import ComparisonRunner
-from app.core.catalog import load_catalog
+from app.core.catalog import Catalog, load_catalog
 from app.core.protocol import first_problem
 from app.core.settings import Settings
 from app.pool.launcher import ProcessLauncher
@@ -64,7 +64,8 @@ def create_app(settings: Settings, bind_host: str = "127.0.0.1") -> FastAPI:
         runtimes = RuntimeManager(catalog.runtimes, settings.data_dir / "runtimes")
         launcher = ProcessLauncher(settings.data_dir / "logs", python_for=runtimes.python_for,
                                    threads=settings.worker_threads,
-                                   load_timeout_s=settings.load_timeout_s)
+                                   load_timeout_s=settings.load_timeout_s, spares=settings.spare_workers,
+                                   warm=families_by_runtime(catalog))
         sizes = SizeBook(load_measured_sizes(engine), settings.overhead_gb,
                          persist=functools.partial(save_measured_size, engine))
         pool = ModelPool(catalog, launcher, budget, sizes, wait_timeout_s=settings.wait_timeout_s,
@@ -97,6 +98,15 @@ def create_app(settings: Settings, bind_host: str = "127.0.0.1") -> FastAPI:
         app.include_router(routes.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     return app
+
+
+def families_by_runtime(catalog: Catalog) -> dict[str, list[str]]:
+    """The families of each runtime's local models: what its spare worker imports ahead of a load."""
+    found: dict[str, set[str]] = {}
+    for spec in catalog.models:
+        if not spec.is_remote and spec.family:
+            found.setdefault(spec.runtime, set()).add(spec.family)
+    return {runtime: sorted(families) for runtime, families in found.items()}
 
 
 def _sweep_before(engine: object, settings: Settings) -> datetime | None:

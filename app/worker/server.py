@@ -4,6 +4,13 @@ The worker binds its socket first, then loads the model in the background while 
 "loading". It reports to its parent on stdout, one JSON line per event:
 `{"event": "listening", "port": P}`, then `{"event": "ready", ...}` or `{"event": "failed", ...}`.
 It exits when its parent dies (stdin closes, or the kernel's parent-death signal).
+
+A spare (`--spare`) serves no model yet: it prepares — imports, CPU threads, the CUDA context; see
+`warmup` — reports `{"event": "spare", "port": P, "overhead": {...}}` and waits for `POST /load` with
+a catalogue entry, which loads it and answers with what "ready" would say. `POST /unload` makes a
+loaded worker a spare again (weights dropped, memory given back), so an evicted model's process can
+serve the next model without a new interpreter. The pool keeps one spare per runtime, so a load
+pays for the weights, not for an interpreter and its imports.
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ from fastapi.sse import EventSourceResponse
 from pydantic import ValidationError
 
 from app.adapters.base import ModelLoadError
+from app.adapters.threads import JobThread, compute_threads
 from app.core.budget import InputTooLarge
 from app.core.catalog import ModelSpec, load_catalog
 from app.core.generation import Call, Piece, Timed, timed
@@ -36,6 +44,7 @@ from app.core.images import ImageError, decode_image
 from app.core.memory import give_back
 from app.core.protocol import (
     EVENT_PREFIX,
+    THREADS_HEADER,
     TOKEN_ENV,
     ChatRequest,
     ChunkWriter,
@@ -46,6 +55,7 @@ from app.core.protocol import (
     sse_answer,
     whole_answer,
 )
+from app.worker.warmup import warm_up
 
 _DONE = object()
 
@@ -90,45 +100,66 @@ class DeviceMemory:
 
             torch.cuda.empty_cache()
 
-    def snapshot(self) -> dict[str, Any]:
+    def snapshot(self, overhead: dict[str, Any] | None = None) -> dict[str, Any]:
         used = self.now()
         return {"bytes": used, "peak_bytes": self.peak, "device": self.device,
+                "overhead_bytes": overhead_bytes(overhead),
                 "method": "torch.cuda.memory_reserved" if self.device.startswith("cuda") else "rss_growth"}
 
 
-class WorkerState:
-    """The one model this process hosts, and its status."""
+def overhead_bytes(overhead: dict[str, Any] | None) -> int | None:
+    """What the process holds before any weights, in the memory the pool budgets: the CUDA context on
+    a GPU, the process itself (interpreter, torch, transformers) on a CPU."""
+    if not overhead:
+        return None
+    return overhead.get("device_bytes") if str(overhead.get("device", "")).startswith("cuda") \
+        else overhead.get("host_bytes")
 
-    def __init__(self, spec: ModelSpec, device: str) -> None:
+
+class WorkerState:
+    """The one model this process hosts (none while it is a spare), and its status."""
+
+    def __init__(self, spec: ModelSpec | None, device: str, overhead: dict[str, Any] | None = None,
+                 fixed_threads: bool = False) -> None:
         self.spec = spec
         self.device = device
-        self.status = "loading"
+        self.overhead = overhead  # measured before any weights (by a spare, or at the start of the load)
+        self.fixed_threads = fixed_threads  # --threads given: the pool's policy does not change it
+        self.status = "loading" if spec else "spare"
+        self.ready: dict[str, Any] = {}  # what the last successful load reported
         self.error: str | None = None
         self.adapter: Any = None
         self.memory: DeviceMemory | None = None
         self.load_s: float | None = None
         self.gate = asyncio.Semaphore(1)  # one generation at a time; others queue here
         self.active = 0
-        self.threads: set[threading.Thread] = set()  # generation threads, kept until they end
+        self.answers = JobThread("answer")  # every answer runs here, one after another
 
     def generating(self) -> int:
-        """Generations still running: threads, since a thread asked to stop may not (a hung kernel)."""
-        self.threads = {thread for thread in self.threads if thread.is_alive()}
-        return len(self.threads)
+        """Answers still running on their thread: one asked to stop may not (a hung kernel)."""
+        return self.answers.pending
+
+    @property
+    def model_id(self) -> str:
+        return self.spec.id if self.spec else "(none: a spare)"
 
     def load(self) -> None:
         """Load the model (in a background thread) and report the outcome to the parent."""
+        assert self.spec is not None
         started = time.perf_counter()
         try:
             from app.adapters import adapter_for
 
             quiet_transformers()
+            if self.overhead is None:  # not a spare: the same preparation, on the load's clock
+                self.overhead = warm_up(self.device, [self.spec.family or ""])
             self.memory = DeviceMemory(self.device)
             self.adapter = adapter_for(self.spec.family or "").load(self.spec, self.device)
             self.load_s = time.perf_counter() - started
             self.status = "ready"
-            report("ready", load_s=round(self.load_s, 3), memory=self.memory.snapshot(),
-                   runtime=runtime_info())
+            self.ready = {"load_s": round(self.load_s, 3), "memory": self.memory.snapshot(self.overhead),
+                          "runtime": runtime_info()}
+            report("ready", **self.ready)
         except ModelLoadError as exc:
             self._fail(str(exc))
         except Exception as exc:  # any other failure is still the model's, not the server's
@@ -138,6 +169,30 @@ class WorkerState:
         self.status = "failed"
         self.error = message
         report("failed", error=message)
+
+    def prepare_spare(self, families: list[str]) -> None:
+        """A spare's preparation (in a background thread); reports "spare" with the overhead measured."""
+        try:
+            quiet_transformers()
+            self.overhead = warm_up(self.device, families)
+            report("spare", overhead=self.overhead)
+        except Exception as exc:  # a spare that cannot prepare is no use: say why
+            self._fail(f"preparing a worker failed: {type(exc).__name__}: {exc}")
+
+    def unload(self) -> dict[str, Any]:
+        """Drop the model and give its memory back: a spare again. Returns the overhead measured after."""
+        from app.worker.warmup import process_bytes
+
+        self.adapter, self.memory, self.spec, self.error = None, None, None, None
+        self.status = "spare"
+        give_back(collect=True)
+        if self.device.startswith("cuda"):
+            import torch
+
+            torch.cuda.empty_cache()
+        if self.overhead is not None:  # what stays behind (allocator pages, caches) is overhead now
+            self.overhead = {**self.overhead, "host_bytes": process_bytes()}
+        return {"overhead": self.overhead}
 
 
 def quiet_transformers() -> None:
@@ -161,7 +216,7 @@ def runtime_info() -> dict[str, str]:
 
 
 async def generate_async(state: WorkerState, call: Call, cancel: threading.Event) -> AsyncIterator[Piece]:
-    """Run the adapter's blocking generator in a thread and yield its pieces on the event loop."""
+    """Run the adapter's blocking generator on the answer thread and yield its pieces on the event loop."""
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue[Any] = asyncio.Queue()
 
@@ -174,9 +229,7 @@ async def generate_async(state: WorkerState, call: Call, cancel: threading.Event
         finally:
             loop.call_soon_threadsafe(queue.put_nowait, _DONE)
 
-    thread = threading.Thread(target=produce, name="generation", daemon=True)
-    state.threads.add(thread)
-    thread.start()
+    done = asyncio.wrap_future(state.answers.submit(produce))
     pieces = 0
     try:
         while (item := await queue.get()) is not _DONE:
@@ -188,7 +241,7 @@ async def generate_async(state: WorkerState, call: Call, cancel: threading.Event
             yield item
     finally:
         cancel.set()  # a no-op once generation ended; stops it when the client went away
-        await asyncio.to_thread(thread.join)
+        await done
         if state.memory:
             state.memory.now()
             await asyncio.to_thread(state.memory.release)
@@ -197,7 +250,7 @@ async def generate_async(state: WorkerState, call: Call, cancel: threading.Event
 def create_worker_app(state: WorkerState, token: str | None = None) -> FastAPI:
     """The worker's HTTP API. With `token` (the pool sets one), every route but /health needs it as a
     bearer token, so other users of a shared host cannot reach the model past the server's checks."""
-    app = FastAPI(title=f"vlm-playground worker: {state.spec.id}", docs_url=None, redoc_url=None)
+    app = FastAPI(title="vlm-playground worker", docs_url=None, redoc_url=None)
 
     if token:
         expected = f"Bearer {token}".encode()
@@ -212,22 +265,49 @@ def create_worker_app(state: WorkerState, token: str | None = None) -> FastAPI:
 
     @app.get("/health")
     async def health() -> JSONResponse:
-        body = {"status": state.status, "model": state.spec.id, "error": state.error,
+        body = {"status": state.status, "model": state.spec.id if state.spec else None, "error": state.error,
                 "active": max(state.active, state.generating())}
         return JSONResponse(body, status_code=200 if state.status != "failed" else 503)
 
     @app.get("/memory")
     async def memory() -> dict[str, Any]:
-        return state.memory.snapshot() if state.memory else {"bytes": 0, "peak_bytes": 0, "device": state.device}
+        if state.memory:
+            return state.memory.snapshot(state.overhead)
+        return {"bytes": 0, "peak_bytes": 0, "device": state.device, "overhead_bytes": overhead_bytes(state.overhead)}
 
     @app.get("/v1/models")
     async def models() -> dict[str, Any]:
-        return {"object": "list", "data": [{"id": state.spec.id, "object": "model", "owned_by": "vlm-playground"}]}
+        data = [{"id": state.spec.id, "object": "model", "owned_by": "vlm-playground"}] if state.spec else []
+        return {"object": "list", "data": data}
+
+    @app.post("/load")
+    async def load(request: Request) -> JSONResponse:
+        """A spare loads the model of the catalogue entry in the body; answers once it is ready or failed."""
+        if state.status != "spare":
+            return JSONResponse(error_body(f"this worker serves {state.model_id} already", "conflict"),
+                                status_code=409)
+        try:
+            state.spec = ModelSpec.model_validate(await request.json())
+        except (ValidationError, ValueError) as exc:
+            return JSONResponse(error_body(f"not a catalogue entry: {exc}"), status_code=400)
+        state.status = "loading"
+        await asyncio.to_thread(state.load)
+        if state.status != "ready":
+            return JSONResponse(error_body(state.error or "load failed", "load_failed"), status_code=500)
+        return JSONResponse(state.ready)
+
+    @app.post("/unload")
+    async def unload() -> JSONResponse:
+        """Drop the model and become a spare again; refused while an answer runs."""
+        if state.status not in ("ready", "failed") or state.active or state.generating():
+            return JSONResponse(error_body(f"cannot unload {state.model_id}: it is {state.status}"
+                                           f"{' and answering' if state.active else ''}", "conflict"), status_code=409)
+        return JSONResponse(await asyncio.to_thread(state.unload))
 
     @app.post("/v1/chat/completions", response_model=None)
     async def chat_completions(request: Request) -> JSONResponse | EventSourceResponse:
         if state.status != "ready":
-            return JSONResponse(error_body(f"model {state.spec.id} is {state.status}", "unavailable", "busy"),
+            return JSONResponse(error_body(f"model {state.model_id} is {state.status}", "unavailable", "busy"),
                                 status_code=503)
         try:
             chat = ChatRequest.model_validate(await request.json())
@@ -245,8 +325,8 @@ def create_worker_app(state: WorkerState, token: str | None = None) -> FastAPI:
             return JSONResponse(error_body(str(exc)), status_code=400)
         except InputTooLarge as exc:
             return JSONResponse(error_body(str(exc), code="context_length_exceeded"), status_code=400)
-        writer = ChunkWriter(chat.model or state.spec.id)
-        answer = one_at_a_time(state, call)
+        writer = ChunkWriter(chat.model or state.model_id)
+        answer = one_at_a_time(state, call, threads_of(request, state))
         if chat.stream:
             return EventSourceResponse(sse_answer(answer, writer))
         return await whole_answer(answer, writer, failure_status=500)
@@ -254,9 +334,20 @@ def create_worker_app(state: WorkerState, token: str | None = None) -> FastAPI:
     return app
 
 
-async def one_at_a_time(state: WorkerState, call: Call) -> AsyncIterator[Timed]:
-    """One generation at a time: each piece with the time to first token and the time so far."""
+def threads_of(request: Request, state: WorkerState) -> int | None:
+    """The CPU threads the pool gives this answer (its header), unless the worker's count is fixed."""
+    value = request.headers.get(THREADS_HEADER, "")
+    if state.fixed_threads or state.device != "cpu" or not value.isdigit():
+        return None
+    return max(1, min(int(value), os.cpu_count() or 1))
+
+
+async def one_at_a_time(state: WorkerState, call: Call, threads: int | None = None) -> AsyncIterator[Timed]:
+    """One generation at a time: each piece with the time to first token and the time so far.
+    `threads`: the CPU threads to compute with from this answer on (applied on the generation thread)."""
     async with state.gate:
+        if threads:
+            compute_threads.wanted = threads
         state.active += 1
         try:
             async for item in timed(generate_async(state, call, threading.Event())):
@@ -265,11 +356,8 @@ async def one_at_a_time(state: WorkerState, call: Call) -> AsyncIterator[Timed]:
             state.active -= 1
 
 
-def die_with_parent() -> None:
-    """Exit when the parent goes: the kernel's parent-death signal, and stdin reaching EOF."""
-    if sys.platform.startswith("linux"):
-        with contextlib.suppress(Exception):
-            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+def watch_parent_stdin() -> None:
+    """Exit when stdin reaches EOF (the parent closed it or died)."""
 
     def watch_stdin() -> None:
         with contextlib.suppress(Exception):
@@ -282,10 +370,13 @@ def die_with_parent() -> None:
 
 
 def limit_cpu_threads(threads: int | None) -> None:
-    """Several CPU workers share the cores: without a limit each would start a thread per core."""
+    """Several CPU workers share the cores: without a limit each would start a thread per core. Until the
+    pool says otherwise (per answer), half the cores; the generation thread applies it before computing."""
     import torch
 
-    torch.set_num_threads(threads or max(1, (os.cpu_count() or 2) // 2))
+    count = threads or max(1, (os.cpu_count() or 2) // 2)
+    torch.set_num_threads(count)
+    compute_threads.wanted = count
 
 
 def pick_device(requested: str) -> str:
@@ -301,34 +392,46 @@ def main(argv: list[str] | None = None) -> int:
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--spec-json", help="the catalogue entry as JSON")
     source.add_argument("--model", help="catalogue id (with --models)")
+    source.add_argument("--spare", action="store_true",
+                        help="serve no model yet: prepare, then wait for POST /load with a catalogue entry")
+    parser.add_argument("--warm", default="", help="families whose adapters a spare imports (comma-separated)")
     parser.add_argument("--models", default="models.yaml")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads on a CPU (default: half the cores)")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads on a CPU (default: half the cores, "
+                                                                  "then what the pool gives each answer)")
     parser.add_argument("--no-parent-watch", action="store_true", help="keep running without a parent")
     args = parser.parse_args(argv)
-    if args.spec_json:
-        spec = ModelSpec.model_validate_json(args.spec_json)
-    else:
-        spec = load_catalog(args.models).get(args.model)
-    if not args.no_parent_watch:
-        die_with_parent()
+    if not args.no_parent_watch and sys.platform.startswith("linux"):
+        with contextlib.suppress(Exception):
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((args.host, args.port))
     sock.listen(128)
-    port = sock.getsockname()[1]
-    report("listening", port=port, pid=os.getpid())
-    state = WorkerState(spec, pick_device(args.device))
-    if state.device == "cpu":
+    report("listening", port=sock.getsockname()[1], pid=os.getpid())
+    device = pick_device(args.device)
+    if device == "cpu":
         limit_cpu_threads(args.threads)
+    token = os.environ.pop(TOKEN_ENV, None) or None
+    if not args.no_parent_watch:
+        watch_parent_stdin()
     import uvicorn
 
-    app = create_worker_app(state, os.environ.pop(TOKEN_ENV, None) or None)
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False,
+    if args.spare:
+        state = WorkerState(None, device, fixed_threads=args.threads is not None)
+    else:
+        spec = ModelSpec.model_validate_json(args.spec_json) if args.spec_json else load_catalog(args.models).get(
+            args.model)
+        state = WorkerState(spec, device, fixed_threads=args.threads is not None)
+    server = uvicorn.Server(uvicorn.Config(create_worker_app(state, token), log_level="warning", access_log=False,
                                            timeout_graceful_shutdown=5))
-    threading.Thread(target=state.load, name="load", daemon=True).start()
+    if args.spare:
+        families = [family for family in args.warm.split(",") if family]
+        threading.Thread(target=state.prepare_spare, args=(families,), name="prepare", daemon=True).start()
+    else:
+        threading.Thread(target=state.load, name="load", daemon=True).start()
     server.run(sockets=[sock])
     return 0
 

@@ -64,8 +64,9 @@ def alive(pid: int) -> bool:
 @pytest.fixture
 async def pool(pool_catalog, tmp_path: Path):
     launcher = CountingLauncher(tmp_path / "logs", load_timeout_s=120)
-    # Tiny models plan at 0.5 GB: a 1.2 GB budget holds two of them, never three.
-    pool = ModelPool(pool_catalog, launcher, budget_gb=1.2, sizes=SizeBook(), wait_timeout_s=60,
+    # Tiny models plan at 0.5 GB and no process overhead here (test_measured_overhead_is_planned plans it):
+    # a 1.2 GB budget holds two of them, never three.
+    pool = ModelPool(pool_catalog, launcher, budget_gb=1.2, sizes=SizeBook(overhead_gb=0), wait_timeout_s=60,
                      retry_after_s=30)
     yield pool
     await pool.close()
@@ -101,7 +102,7 @@ def resident(pool: ModelPool) -> list[str]:
     return sorted(r["model"] for r in pool.status()["resident"])
 
 
-async def test_lru_eviction_order_and_evicted_worker_exits(pool):
+async def test_lru_eviction_order_and_evicted_worker_lets_go_of_its_model(pool):
     launcher = pool.launcher
     await ask(pool, MODELS[0])
     await ask(pool, MODELS[1])
@@ -110,7 +111,8 @@ async def test_lru_eviction_order_and_evicted_worker_exits(pool):
     text, finish = await ask(pool, MODELS[2])
     assert finish.completion_tokens > 0
     assert resident(pool) == sorted([MODELS[0], MODELS[2]])
-    assert not alive(evicted_pid), "an evicted worker must have exited"
+    if alive(evicted_pid):  # recycled: its weights dropped, it serves the next model or waits as the spare
+        assert evicted_pid in launcher.spare_pids() | {launcher.live[MODELS[2]]}, "an evicted worker kept its model"
     status = pool.status()
     assert status["evictions"] == 1 and status["loads"] == 3 and status["hits"] == 1
 
@@ -127,7 +129,8 @@ async def test_three_models_over_budget_complete_and_budget_is_never_exceeded(po
 
     async def sample():
         while True:  # planned size of every worker process that is alive right now
-            live = [m for m, pid in pool.launcher.live.items() if alive(pid)]
+            spares = pool.launcher.spare_pids()  # an evicted worker may be a spare now, its weights dropped
+            live = {pid for pid in pool.launcher.live.values() if alive(pid) and pid not in spares}
             samples.append(0.5 * len(live))
             await asyncio.sleep(0.02)
 

@@ -1,0 +1,70 @@
+"""A spare worker's preparation: everything a load needs that does not depend on the model.
+
+Starting an interpreter and importing torch and transformers takes seconds, against milliseconds
+to read a tiny model's weights. A spare does all of it before it is told which model to serve:
+imports torch, transformers and the adapters of the families it may be given, sets the CPU
+thread count, and creates the CUDA context on a GPU. Then it measures what the process itself
+holds (its overhead), which the pool adds to every model's plan.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from typing import Any
+
+
+def process_bytes() -> int:
+    """Memory this process holds alone: its unique set size (shared library pages not counted twice
+    across workers), else its resident set."""
+    import psutil
+
+    process = psutil.Process()
+    with contextlib.suppress(psutil.Error, AttributeError):
+        return int(process.memory_full_info().uss)
+    return int(process.memory_info().rss)
+
+
+def cuda_context_bytes() -> int | None:
+    """Device memory this process holds outside torch's allocator (the CUDA context and its kernels),
+    from NVML's per-process figure; None where NVML cannot say."""
+    try:
+        import pynvml  # type: ignore[import-not-found]
+        import torch
+
+        pynvml.nvmlInit()
+        index = torch.cuda.current_device()
+        handle = pynvml.nvmlDeviceGetHandleByIndex(index)
+        for proc in pynvml.nvmlDeviceGetComputeRunningProcesses(handle):
+            if proc.pid == os.getpid() and proc.usedGpuMemory:
+                return max(0, int(proc.usedGpuMemory) - int(torch.cuda.memory_reserved()))
+    except Exception:  # no NVML, no permission, a container without PID visibility
+        return None
+    return None
+
+
+def warm_up(device: str, families: list[str]) -> dict[str, Any]:
+    """Import what loading needs and create the device's context; returns the overhead measured after.
+
+    `device` is already resolved ("cpu", "cuda", "cuda:1"). The families' adapter modules are imported
+    (and through them the transformers classes they load with); an unknown family is skipped here
+    and reported at load time as usual."""
+    started = time.perf_counter()
+    import torch
+    import transformers  # noqa: F401  (the import is the point)
+    from transformers import AutoModelForImageTextToText, AutoProcessor, TextIteratorStreamer  # noqa: F401
+
+    from app.adapters import adapter_for
+
+    for family in families:
+        with contextlib.suppress(Exception):
+            adapter_for(family)
+    overhead: dict[str, Any] = {"host_bytes": None, "device_bytes": 0, "device": device}
+    if device.startswith("cuda"):
+        torch.empty(1, device=device)  # creates the context now, not during the first load
+        torch.cuda.synchronize()
+        overhead["device_bytes"] = cuda_context_bytes()
+    overhead["host_bytes"] = process_bytes()
+    overhead["warm_s"] = round(time.perf_counter() - started, 3)
+    return overhead
