@@ -71,6 +71,11 @@ class ComputeThreads:
         self.wanted: int | None = None
         self._applied: int | None = None
 
+    @property
+    def applied(self) -> int | None:
+        """The count the last generation computed with (None before any)."""
+        return self._applied
+
     def apply(self) -> None:
         """Call on the generating thread: torch.set_num_threads(wanted) if it differs from the last one."""
         wanted = self.wanted

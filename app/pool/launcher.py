@@ -37,6 +37,10 @@ class LoadError(RuntimeError):
     """A worker that could not load its model; the message is the worker's reason."""
 
 
+class SpareLost(LoadError):
+    """The process asked to load a model was gone (or went) before it could answer."""
+
+
 class WorkerHandle(Protocol):
     """What the pool needs of a running worker (real or fake)."""
 
@@ -354,9 +358,18 @@ class ProcessLauncher:
         started = time.perf_counter()
         python = await asyncio.to_thread(self.python_for, spec.runtime, report)
         spare = self._take_spare(spec.runtime, python)
-        from_spare = spare is not None and spare.prepared.done()
-        if spare is None:
-            spare = await self._spawn(spec.runtime, python)
+        if spare is not None:
+            try:
+                return await self._start_in(spare, spec, started, from_spare=spare.prepared.done())
+            except SpareLost:  # it died while it waited (killed, out of memory): a new process does the load
+                pass
+        try:
+            return await self._start_in(await self._spawn(spec.runtime, python), spec, started, from_spare=False)
+        except SpareLost as exc:
+            raise LoadError(str(exc)) from None
+
+    async def _start_in(self, spare: Spare, spec: ModelSpec, started: float, from_spare: bool) -> ProcessWorker:
+        """Load `spec` in `spare`'s process; SpareLost when that process turns out to be gone."""
         process = spare.process
         try:
             if not spare.prepared.done():
@@ -402,7 +415,7 @@ class ProcessLauncher:
                 await asyncio.wait_for(spare.process.wait(), 2.0)
             tail = _tail(spare.log_path, 3)
             why = describe_exit(spare.process.returncode) if spare.process.returncode is not None else str(exc)
-            raise LoadError(f"worker stopped while loading ({why})" + (f": {tail}" if tail else "")) from None
+            raise SpareLost(f"worker stopped while loading ({why})" + (f": {tail}" if tail else "")) from None
         if response.status_code != 200:
             await client.aclose()
             raise LoadError(_error_message_of(response))

@@ -266,7 +266,7 @@ def create_worker_app(state: WorkerState, token: str | None = None) -> FastAPI:
     @app.get("/health")
     async def health() -> JSONResponse:
         body = {"status": state.status, "model": state.spec.id if state.spec else None, "error": state.error,
-                "active": max(state.active, state.generating())}
+                "active": max(state.active, state.generating()), "threads": compute_threads.applied}
         return JSONResponse(body, status_code=200 if state.status != "failed" else 503)
 
     @app.get("/memory")
