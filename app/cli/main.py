@@ -17,6 +17,9 @@ from app.core.catalog import Catalog, CatalogError, ModelSpec, load_catalog, mod
 from app.core.settings import Settings
 
 DEFAULT_CATALOG = "models.yaml"
+# The demo's CPU budget: three tiny models (0.5 GB each in the catalogue) with their processes (0.4–0.9 GB each,
+# measured at start-up: torch and transformers) and a spare worker.
+DEMO_BUDGET_GB = 4.0
 
 
 def _catalog(path: str) -> Catalog:
@@ -250,7 +253,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     catalogue = build_tiny_models(tiny_dir)
     print(f"tiny random-weight checkpoints ready in {tiny_dir} ({time.perf_counter() - started:.1f} s)", flush=True)
     args.models = str(catalogue)
-    return _serve(_settings(args, demo=True, cpu_budget_gb=2.0), args.host, args.port)
+    return _serve(_settings(args, demo=True, cpu_budget_gb=DEMO_BUDGET_GB), args.host, args.port)
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -291,9 +294,11 @@ def _register_serving(add: Callable) -> None:
         command.add_argument("--host", default="127.0.0.1")
         command.add_argument("--port", type=int, default=8000)
         command.add_argument("--budget-gb", type=float, default=None,
-                             help="memory budget for resident models (default: 90%% of the GPU, else 8 GB)")
+                             help="memory budget for resident models and their processes (default: 90%% of "
+                                  f"the GPU, else {DEMO_BUDGET_GB if name == 'demo' else 8:g} GB)")
         command.add_argument("--overhead-gb", type=float, default=None,
-                             help="memory added to each model's plan for its process (CUDA context; default 0)")
+                             help="memory added to each model's plan for its process (default: what the process "
+                                  "measured at start-up: imports, CUDA context)")
         command.add_argument("--idle-timeout", type=float, default=None,
                              help="stop a model's worker after this many idle seconds (default: never)")
         command.add_argument("--auth-token-file", type=Path, default=None,

@@ -67,6 +67,15 @@ class Resident:
     watcher: asyncio.Task | None = None
 
 
+@dataclass(eq=False)
+class SwapWait:
+    """A request waiting for memory to load its model, and how many answers have ended since."""
+
+    spec: ModelSpec
+    planned: float
+    passed: int = 0
+
+
 @dataclass
 class Failure:
     message: str
@@ -88,7 +97,7 @@ class ModelPool:
 
     def __init__(self, catalog: Catalog, launcher: Launcher, budget_gb: float, sizes: SizeBook | None = None,
                  wait_timeout_s: float = 120.0, retry_after_s: float = 30.0, idle_timeout_s: float | None = None,
-                 queue_timeout_s: float = 120.0, max_queued_per_client: int = 4,
+                 queue_timeout_s: float = 120.0, max_queued_per_client: int = 4, swap_patience: int = 4,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.catalog = catalog
         self.launcher = launcher
@@ -99,6 +108,8 @@ class ModelPool:
         self.idle_timeout_s = idle_timeout_s
         self.queue_timeout_s = queue_timeout_s
         self.max_queued_per_client = max_queued_per_client
+        self.swap_patience = swap_patience  # answers that may go ahead of a request waiting for a swap
+        self._swap_waits: list[SwapWait] = []
         self.clock = clock
         self.counters = Counters()
         self._turns: dict[str, Turns] = {}
@@ -168,6 +179,8 @@ class ModelPool:
         finally:
             resident.leases -= 1
             resident.last_used = self.clock()
+            for swap in self._swap_waits:
+                swap.passed += 1
             self._signal()
 
     def turns(self, model_id: str) -> Turns:
@@ -200,45 +213,47 @@ class ModelPool:
             raise TooLarge(f"{spec.id} needs {planned:.2f} GB but the whole budget is {self.budget_gb:.2f} GB")
         deadline = self.clock() + self.wait_timeout_s
         counted = False
-        while True:
-            victims: list[Resident] = []
-            async with self._lock:
-                if self._closed:
-                    raise Unavailable("the pool is shutting down")
-                resident = self._resident.get(spec.id)
-                if resident is not None:
-                    resident.leases += 1
-                    if not counted:
-                        self.counters.hits += resident.state == ResidentState.READY
-                        self.counters.misses += resident.state != ResidentState.READY
-                    break
-                self._check_backoff(spec)
-                if not counted:
-                    self.counters.misses += 1
-                    counted = True
-                # the load takes its runtime's spare, whose memory becomes the model's process
-                used = self.used_gb() - self.spares_gb(spec.runtime)
-                if used + planned <= self.budget_gb or used - self.spares_gb() + planned <= self.budget_gb:
-                    if used + planned > self.budget_gb:  # it fits once other runtimes' spares are stopped
-                        await self.launcher.release_spares(keep=spec.runtime)  # type: ignore[attr-defined]
-                    resident = Resident(spec, planned, leases=1, last_used=self.clock())
-                    self._resident[spec.id] = resident
-                    asyncio.create_task(self._load(resident))
-                    break
-                victims = self._victims(planned)
-                for victim in victims:
-                    self._evict_locked(victim)
-                waiter = self._changed
-            if victims:
-                # shielded: a requester that gives up must not leave an evicted worker half-stopped
-                drains = [asyncio.create_task(self._drain(v)) for v in victims]
-                await asyncio.shield(asyncio.gather(*drains))
-                continue
-            remaining = deadline - self.clock()
-            if remaining <= 0:
-                raise Busy(self._busy_message(spec, planned))
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(waiter.wait(), remaining)
+        swap = SwapWait(spec, planned)
+        try:
+            while True:
+                async with self._lock:
+                    if self._closed:
+                        raise Unavailable("the pool is shutting down")
+                    resident = self._resident.get(spec.id)
+                    if resident is not None and not self._held_back(resident):
+                        resident.leases += 1
+                        if not counted:
+                            self.counters.hits += resident.state == ResidentState.READY
+                            self.counters.misses += resident.state != ResidentState.READY
+                        break
+                    if resident is None:
+                        self._check_backoff(spec)
+                        if not counted:
+                            self.counters.misses += 1
+                            counted = True
+                        resident = await self._start_load_locked(spec, planned)
+                        if resident is not None:
+                            break
+                        victims = self._victims(planned)
+                        if victims:  # evict, and reserve the room they leave in the same step
+                            for victim in victims:
+                                self._evict_locked(victim)
+                            # tasks: a requester that gives up must not leave an evicted worker half-stopped
+                            drains = [asyncio.create_task(self._drain(v)) for v in victims]
+                            resident = self._reserve_locked(spec, planned, after=drains)
+                            break
+                        if swap not in self._swap_waits:
+                            self._swap_waits.append(swap)  # waits for room: answers that pass it are counted
+                    waiter = self._changed
+                remaining = deadline - self.clock()
+                if remaining <= 0:
+                    raise Busy(self._busy_message(spec, planned))
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(waiter.wait(), remaining)
+        finally:
+            if swap in self._swap_waits:
+                self._swap_waits.remove(swap)
+                self._signal()
         try:
             await asyncio.shield(resident.ready)
         except BaseException:
@@ -246,6 +261,52 @@ class ModelPool:
             raise
         resident.last_used = self.clock()
         return resident
+
+    async def _start_load_locked(self, spec: ModelSpec, planned: float) -> Resident | None:
+        """Reserve the memory and start loading `spec` if it fits now (its runtime's spare becomes its
+        process; other runtimes' spares are stopped if that makes it fit); None when it does not fit."""
+        used = self.used_gb() - self.spares_gb(spec.runtime)
+        if used + planned > self.budget_gb:
+            if used - self.spares_gb() + planned > self.budget_gb:
+                return None
+            await self.launcher.release_spares(keep=spec.runtime)  # type: ignore[attr-defined]
+        return self._reserve_locked(spec, planned)
+
+    def _reserve_locked(self, spec: ModelSpec, planned: float, after: list[asyncio.Task] | None = None) -> Resident:
+        """Hold `planned` GB for `spec` and load it (once the evictions `after` have let go of their memory)."""
+        resident = Resident(spec, planned, leases=1, last_used=self.clock())
+        self._resident[spec.id] = resident
+
+        async def load() -> None:
+            if after:
+                await asyncio.gather(*after, return_exceptions=True)
+            await self._load(resident)
+
+        asyncio.create_task(load())
+        return resident
+
+    def _held_back(self, resident: Resident) -> bool:
+        """Swap-aware turns with bounded unfairness: requests for resident models go ahead of one waiting
+        for memory to load another, until `swap_patience` answers have passed it; from then on, new
+        requests for the residents it needs evicted wait until it has its model."""
+        for swap in self._swap_waits:
+            if swap.passed >= self.swap_patience and swap.spec.id != resident.spec.id \
+                    and resident in self._would_evict(swap.planned):
+                return True
+        return False
+
+    def _would_evict(self, planned: float) -> list[Resident]:
+        """The residents a load of `planned` GB would evict once their answers end (LRU order, unpinned)."""
+        candidates = sorted((r for r in self._resident.values()
+                             if r.state == ResidentState.READY and not r.spec.preload), key=lambda r: r.last_used)
+        need = self.used_gb() - self.spares_gb() + planned - self.budget_gb
+        chosen: list[Resident] = []
+        for resident in candidates:
+            if need <= 1e-9:
+                break
+            chosen.append(resident)
+            need -= resident.planned_gb
+        return chosen
 
     def _check_backoff(self, spec: ModelSpec) -> None:
         failure = self._failures.get(spec.id)

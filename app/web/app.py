@@ -71,7 +71,7 @@ def create_app(settings: Settings, bind_host: str = "127.0.0.1") -> FastAPI:
         pool = ModelPool(catalog, launcher, budget, sizes, wait_timeout_s=settings.wait_timeout_s,
                          retry_after_s=settings.retry_after_s, idle_timeout_s=settings.idle_timeout_s,
                          queue_timeout_s=settings.queue_timeout_s,
-                         max_queued_per_client=settings.max_queued_per_client)
+                         max_queued_per_client=settings.max_queued_per_client, swap_patience=settings.swap_patience)
         runner = ComparisonRunner(engine, settings.data_dir, catalog, pool, settings.limits,
                                   generation_timeout_s=settings.generation_timeout_s,
                                   abandon_after_s=settings.abandon_after_s)

@@ -283,3 +283,46 @@ async def test_fake_close_stops_a_model_that_was_still_loading():
     with pytest.raises(Unavailable):
         await request
     assert launcher.memory.held == {} and pool.status()["resident"] == []
+
+
+async def _swap_under_steady_traffic(patience: int) -> tuple[str | Exception, int]:
+    """Two users keep asking for resident `a` (their answers overlap, so `a` is never idle) while one asks
+    for `b`, which only fits once `a` is evicted. Returns b's outcome and the answers `a` gave meanwhile."""
+    pool, launcher = make_pool(10, a=6, b=6, wait_s=1.5)
+    pool.swap_patience = patience
+    await use(pool, "a")
+    stop = asyncio.Event()
+    answered = 0
+
+    async def user(offset: float) -> None:
+        nonlocal answered
+        await asyncio.sleep(offset)
+        while not stop.is_set():
+            try:
+                await use(pool, "a", hold_s=0.04)
+                answered += 1
+            except Busy:
+                return
+
+    users = [asyncio.create_task(user(offset)) for offset in (0.0, 0.02)]
+    await asyncio.sleep(0.1)
+    before = answered
+    try:
+        outcome: str | Exception = await use(pool, "b")
+    except Busy as exc:
+        outcome = exc
+    passed = answered - before
+    stop.set()
+    await asyncio.gather(*users)
+    return outcome, passed
+
+
+async def test_fake_resident_answers_pass_a_waiting_swap_at_most_patience_times():
+    outcome, passed = await _swap_under_steady_traffic(patience=3)
+    assert outcome == "backend:b"
+    assert 3 <= passed <= 3 + 2  # the patience, plus the two answers already running when it ran out
+
+
+async def test_fake_without_the_bound_steady_traffic_starves_the_swap():
+    outcome, _ = await _swap_under_steady_traffic(patience=10**6)
+    assert isinstance(outcome, Busy)  # what the bound prevents: b waits out its whole timeout
