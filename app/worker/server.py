@@ -92,9 +92,10 @@ class DeviceMemory:
         return used
 
     def release(self) -> None:
-        """Give memory a finished request held back: Python's garbage, the CUDA cache, and the C heap's
-        free pages (glibc keeps them otherwise, so the process would stay at its largest request)."""
-        give_back(collect=True)
+        """Give memory a finished request held back: Python's young garbage (a request's cycles; the
+        imports are frozen and the model lives on), the CUDA cache, and the C heap's free pages (glibc
+        keeps them otherwise, so the process would stay at its largest request)."""
+        give_back(collect=True, generation=1)
         if self.device.startswith("cuda"):
             import torch
 
@@ -134,6 +135,7 @@ class WorkerState:
         self.gate = asyncio.Semaphore(1)  # one generation at a time; others queue here
         self.active = 0
         self.answers = JobThread("answer")  # every answer runs here, one after another
+        self.releasing: asyncio.Future[None] | None = None  # memory given back after the last answer was sent
 
     def generating(self) -> int:
         """Answers still running on their thread: one asked to stop may not (a hung kernel)."""
@@ -180,18 +182,15 @@ class WorkerState:
             self._fail(f"preparing a worker failed: {type(exc).__name__}: {exc}")
 
     def unload(self) -> dict[str, Any]:
-        """Drop the model and give its memory back: a spare again. Returns the overhead measured after."""
-        from app.worker.warmup import process_bytes
-
+        """Drop the model and give its memory back: a spare again. Returns the overhead it measured before
+        its first model (what stays behind beyond it is the allocator's, reused by the next load)."""
         self.adapter, self.memory, self.spec, self.error = None, None, None, None
         self.status = "spare"
-        give_back(collect=True)
+        give_back(collect=True, generation=1)  # the model's tensors go with their last reference; young cycles here
         if self.device.startswith("cuda"):
             import torch
 
             torch.cuda.empty_cache()
-        if self.overhead is not None:  # what stays behind (allocator pages, caches) is overhead now
-            self.overhead = {**self.overhead, "host_bytes": process_bytes()}
         return {"overhead": self.overhead}
 
 
@@ -244,7 +243,8 @@ async def generate_async(state: WorkerState, call: Call, cancel: threading.Event
         await done
         if state.memory:
             state.memory.now()
-            await asyncio.to_thread(state.memory.release)
+            # after the answer has gone out, not before its end: the next answer waits for it (one_at_a_time)
+            state.releasing = asyncio.ensure_future(asyncio.to_thread(state.memory.release))
 
 
 def create_worker_app(state: WorkerState, token: str | None = None) -> FastAPI:
@@ -346,6 +346,8 @@ async def one_at_a_time(state: WorkerState, call: Call, threads: int | None = No
     """One generation at a time: each piece with the time to first token and the time so far.
     `threads`: the CPU threads to compute with from this answer on (applied on the generation thread)."""
     async with state.gate:
+        if state.releasing is not None:
+            await state.releasing
         if threads:
             compute_threads.wanted = threads
         state.active += 1
