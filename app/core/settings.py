@@ -79,8 +79,8 @@ class Settings(BaseSettings):
                                                      "waiting for memory to load another")
     spare_workers: int = Field(1, ge=0, le=1, description="keep a prepared worker process per runtime, so a "
                                                            "load skips the interpreter start and imports")
-    worker_threads: int | None = Field(None, ge=1, description="torch threads per CPU worker; "
-                                                               "default: half the cores")
+    worker_threads: int | None = Field(None, ge=1, description="torch threads per CPU worker, fixed; default: "
+                                                               "the cores shared by the models answering then")
     wait_timeout_s: float = Field(300.0, gt=0, description="how long a request waits for memory to free")
     load_timeout_s: float = Field(900.0, gt=0, description="how long a model may take to load")
     generation_timeout_s: float = Field(600.0, gt=0, description="how long one answer may take, from its turn "
