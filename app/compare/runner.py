@@ -35,6 +35,7 @@ from app.core.generation import Finish, GenerationParams, StreamClock
 from app.core.memory import give_back
 from app.core.protocol import ImagePart
 from app.core.settings import Limits
+from app.core.shared_images import SharedImages
 from app.pool.client import BackendError
 from app.pool.pool import ModelPool, PoolError
 from app.storage import comparisons, outputs
@@ -108,7 +109,7 @@ class ComparisonRunner:
 
     def __init__(self, engine: Engine, data_dir: Path, catalog: Catalog, pool: ModelPool, limits: Limits,
                  generation_timeout_s: float = 600.0, keep_finished_s: float = 60.0,
-                 abandon_after_s: float = 10.0) -> None:
+                 abandon_after_s: float = 10.0, shared: SharedImages | None = None) -> None:
         self.engine = engine
         self.data_dir = Path(data_dir)
         self.catalog = catalog
@@ -120,19 +121,31 @@ class ComparisonRunner:
         self.runs: dict[int, ComparisonRun] = {}
         self.accepting = True
         self.unreachable: dict[str, str | None] = {}  # model id → why it cannot be loaded here
+        self.shared = shared  # the folder local workers read prepared images from (None: data: URLs)
 
     # --- starting ----------------------------------------------------------------------------------
 
-    def check(self, prompt: str | None, uploads: list[Upload], models: list[str],
-              params: dict[str, Any]) -> tuple[str, list[CheckedImage], list[str], dict[str, Any]]:
-        """Every check on a request, before anything is stored or started."""
-        return (check_prompt(prompt, self.limits), check_images(uploads, self.limits),
-                check_models(models, self.catalog, self.limits, self.unreachable), check_params(params, self.limits))
-
-    def _check_and_give_back(self, *request: Any) -> tuple[str, list[CheckedImage], list[str], dict[str, Any]]:
-        """`check`, then return the decoded pixels' memory to the system (it can be hundreds of MB)."""
+    def check(self, prompt: str | None, uploads: list[Upload], models: list[str], params: dict[str, Any]
+              ) -> tuple[str, list[CheckedImage], list[str], dict[str, Any], Downsizer]:
+        """Every check on a request, before anything is stored or started (refusals in the order: prompt,
+        images, models, parameters), and the images prepared for each model from the decode that checks
+        them. Then the decoded pixels' memory goes back to the system (it can be hundreds of MB). The
+        caller releases the Downsizer's shared files when the request is over."""
         try:
-            return self.check(*request)
+            checked_prompt = check_prompt(prompt, self.limits)
+            try:
+                picked, refused = check_models(models, self.catalog, self.limits, self.unreachable), None
+            except InputError as exc:  # told after the images' own refusals, as before
+                picked, refused = [], exc
+            downsizer = Downsizer([self.catalog.get(model) for model in picked], self.shared)
+            try:
+                images = check_images(uploads, self.limits, prepare=downsizer)
+                if refused is not None:
+                    raise refused
+                return checked_prompt, images, picked, check_params(params, self.limits), downsizer
+            except BaseException:
+                downsizer.release()
+                raise
         finally:
             give_back()
 
@@ -148,27 +161,30 @@ class ComparisonRunner:
         blind = blind or battle
         if not self.accepting:
             raise InputError("server", "the server is shutting down; try again in a moment", 503)
-        checked_prompt, images, models, params = await asyncio.to_thread(self._check_and_give_back, prompt, uploads,
-                                                                         models, params)
+        checked_prompt, images, models, params, downsizer = await asyncio.to_thread(self.check, prompt, uploads,
+                                                                                    models, params)
         specs = [self.catalog.get(model) for model in models]
         if blind:  # panel order (and output ids) must not give away which model is which
             random.shuffle(specs)
         note = "; ".join(image.note for image in images if image.note) or None
-        created = await asyncio.to_thread(
-            comparisons.create_comparison, self.engine, self.data_dir, checked_prompt, params, rater, blind,
-            [comparisons.StoredImageInput(i.name, i.data, i.format, i.width, i.height) for i in images],
-            [self._output_input(spec, params, note) for spec in specs], battle, drawn)
+        try:
+            created = await asyncio.to_thread(
+                comparisons.create_comparison, self.engine, self.data_dir, checked_prompt, params, rater, blind,
+                [comparisons.StoredImageInput(i.name, i.data, i.format, i.width, i.height) for i in images],
+                [self._output_input(spec, params, note) for spec in specs], battle, drawn)
+        except BaseException:
+            await asyncio.to_thread(downsizer.release)
+            raise
         run = ComparisonRun(created.id, [OutputRun(oid, spec) for oid, spec in zip(created.output_ids, specs,
                                                                                     strict=True)])
         run.stop_when_abandoned = stop_when_abandoned
         self.runs[created.id] = run
         run.image_note = note
-        downsizer = Downsizer(images)
         generation = GenerationParams(max_new_tokens=params["max_new_tokens"], temperature=params["temperature"],
                                       top_p=params["top_p"], seed=params["seed"])
         run.tasks = [asyncio.create_task(self._answer(run, output, checked_prompt, downsizer, generation, client))
                      for output in run.outputs.values()]
-        asyncio.create_task(self._close_when_done(run))
+        asyncio.create_task(self._close_when_done(run, downsizer))
         return created.id
 
     @staticmethod
@@ -187,16 +203,10 @@ class ComparisonRunner:
 
     async def _answer(self, run: ComparisonRun, output: OutputRun, prompt: str, downsizer: Downsizer,
                       params: GenerationParams, client: str) -> None:
-        """Shrink the images to what the model uses, lease the model, stream its answer to followers, and
+        """Take the images as prepared for the model, lease the model, stream its answer to followers, and
         record the outcome."""
         spec = output.spec
-        try:
-            images, shrunk_note = await asyncio.to_thread(downsizer.for_model, spec)
-            if shrunk_note:
-                await asyncio.to_thread(give_back)
-        except Exception as exc:  # an image that decoded once should decode again; never stop the others
-            await self._fail(run, output, f"the images could not be prepared for {spec.id}: {exc}")
-            return
+        images, shrunk_note = downsizer.for_model(spec)
         pool_state = "resident" if spec.is_remote else self.pool.state_of(spec.id)
         ticker: asyncio.Task | None = None
         if pool_state != "resident":
@@ -310,8 +320,9 @@ class ComparisonRunner:
         run.publish(PanelEvent(output.output_id, output.spec.id, EventKind.ERROR, OutputStatus.INTERRUPTED,
                                info={"message": message}))
 
-    async def _close_when_done(self, run: ComparisonRun) -> None:
+    async def _close_when_done(self, run: ComparisonRun, downsizer: Downsizer) -> None:
         await asyncio.gather(*run.tasks, return_exceptions=True)
+        await asyncio.to_thread(downsizer.release)  # every worker has read its images by now
         run.done.set()
         run.publish(PanelEvent(0, "", EventKind.END))
         await asyncio.sleep(self.keep_finished_s)

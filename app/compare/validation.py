@@ -6,18 +6,32 @@ import io
 import unicodedata
 import warnings
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated, Any, Protocol
 
 from fastapi import Path as PathParam
 from PIL import Image
 
 from app.core.catalog import Catalog
+from app.core.images import ImageError
 from app.core.settings import MB, Limits, megabytes
 
 NAME_MAX_CHARS = 255
 MIN_TEMPERATURE = 0.01  # below it sampling is greedy in all but name, and logits / t overflows
 MAX_ID = 2**31 - 1  # ids are 32-bit integers on PostgreSQL
 RowId = Annotated[int, PathParam(ge=1, le=MAX_ID, description="a row id")]
+
+
+class Preparer(Protocol):
+    """What the server makes of each upload from the one decode that checks it (`app.compare.downsize`)."""
+
+    def draft(self, width: int, height: int) -> tuple[int, int]:
+        """The least size a JPEG of width×height may be decoded at (JPEG's DCT scaling picks 1/2, 1/4 or
+        1/8 of it, never below; it reads and checks every byte of the file as a full decode does)."""
+        ...
+
+    def add(self, name: str, data: bytes, image: Image.Image, size: tuple[int, int]) -> None:
+        """Given the upload decoded (loaded, as stored; smaller than `size` after a draft) while it is held."""
+        ...
 
 
 class InputError(ValueError):
@@ -121,7 +135,8 @@ def check_params(values: dict[str, Any], limits: Limits) -> dict[str, Any]:
     return checked
 
 
-def check_images(uploads: list[Upload], limits: Limits) -> list[CheckedImage]:
+def check_images(uploads: list[Upload], limits: Limits, prepare: Preparer | None = None) -> list[CheckedImage]:
+    """Every upload checked, in order; `prepare` is given each one decoded before the next is decoded."""
     if not uploads:
         raise InputError("images", "add at least one image")
     if len(uploads) > limits.max_images:
@@ -134,7 +149,7 @@ def check_images(uploads: list[Upload], limits: Limits) -> list[CheckedImage]:
     if declared > limits.max_total_pixels:
         raise InputError("images", f"{len(uploads)} images of {declared / 1e6:.1f} megapixels in all; the limit is "
                                    f"{limits.max_total_megapixels:g} megapixels a request", 413)
-    return [check_image(upload, limits) for upload in uploads]
+    return [check_image(upload, limits, prepare) for upload in uploads]
 
 
 def _declared_pixels(upload: Upload) -> int:
@@ -156,8 +171,11 @@ def clean_name(name: str | None) -> str:
     return kept.strip()[:NAME_MAX_CHARS] or "image"
 
 
-def check_image(upload: Upload, limits: Limits) -> CheckedImage:
-    """Judge a file by its content: size, pixel count, a full decode; never by name or declared type."""
+def check_image(upload: Upload, limits: Limits, prepare: Preparer | None = None) -> CheckedImage:
+    """Judge a file by its content: size, pixel count, a full decode; never by name or declared type.
+    With `prepare`, that decode is the only one the server makes of the upload: at the size `prepare`
+    asks for (a JPEG may be decoded at a fraction of its size, which checks it as fully), and handed
+    to `prepare.add`; its pixels are let go when this returns."""
     name = clean_name(upload.name)
     field = f"images[{name}]"
     if len(upload.data) > limits.max_image_bytes:
@@ -165,17 +183,40 @@ def check_image(upload: Upload, limits: Limits) -> CheckedImage:
                                 f"{megabytes(limits.max_image_bytes)} per image", 413)
     if not upload.data:
         raise InputError(field, f"{name} is empty")
+    image, (width, height) = _decoded(upload, limits, name, field, prepare)
+    try:
+        fmt = image.format or "PNG"
+        frames = getattr(image, "n_frames", 1)
+        if prepare is not None:
+            prepare.add(name, upload.data, image, (width, height))
+    except ImageError as exc:
+        raise InputError(field, f"{name} could not be prepared for the models ({exc})") from None
+    finally:
+        image.close()
+    note = f"{name} has {frames} frames: the first is used" if frames > 1 else None
+    return CheckedImage(name=name, data=upload.data, format=fmt, width=width, height=height, note=note)
+
+
+def _decoded(upload: Upload, limits: Limits, name: str, field: str, prepare: Preparer | None
+             ) -> tuple[Image.Image, tuple[int, int]]:
+    """The upload opened and decoded (the caller closes it), and its size as stored; InputError when it
+    cannot be."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(upload.data)) as image:
+            image = Image.open(io.BytesIO(upload.data))
+            try:
                 width, height = image.size
                 if width * height > limits.max_pixels:
                     raise InputError(field, f"{name} is {width}×{height} = {width * height / 1e6:.1f} megapixels; "
                                             f"the limit is {limits.max_pixels / 1e6:g} megapixels", 413)
-                fmt = image.format or "PNG"
-                frames = getattr(image, "n_frames", 1)
+                if prepare is not None and image.format == "JPEG":
+                    image.draft(None, prepare.draft(width, height))
                 image.load()  # a full decode: truncated and corrupt files fail here
+            except BaseException:
+                image.close()
+                raise
+            return image, (width, height)
     except InputError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
@@ -186,5 +227,3 @@ def check_image(upload: Upload, limits: Limits) -> CheckedImage:
             from None
     except Exception as exc:  # Pillow raises many kinds for broken files
         raise InputError(field, f"{name} is not a readable image ({type(exc).__name__}: {exc})") from None
-    note = f"{name} has {frames} frames: the first is used" if frames > 1 else None
-    return CheckedImage(name=name, data=upload.data, format=fmt, width=width, height=height, note=note)

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import io
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 
-from PIL import Image, ImageOps
+from PIL import ExifTags, Image, ImageOps
 
 
 class ImageError(ValueError):
@@ -34,50 +35,51 @@ def decode_image(data: bytes, name: str = "image") -> Image.Image:
     return image
 
 
-@dataclass(frozen=True)
-class Shrunk:
-    """An image made smaller for a model: its new bytes and type, and its size before and after."""
-
-    data: bytes
-    mime: str
-    before: tuple[int, int]
-    after: tuple[int, int]
+# EXIF orientation → the transpose that shows the image upright (as `ImageOps.exif_transpose` does)
+_UPRIGHT = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
+            5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
+            8: Image.Transpose.ROTATE_90}
+_RESIZABLE = ("RGB", "RGBA", "L", "LA")  # modes that resize well as they are (palettes would use nearest)
 
 
-def shrink(data: bytes, scale: float, name: str = "image") -> Shrunk:
-    """Decode `data` at about `scale` of its size and encode it again: JPEG (quality 95) when it came as
-    JPEG, else PNG, so a lossless upload stays lossless. Normalised as every adapter does (orientation,
-    RGB), but only after the resize, so that the full-size pixels are held once."""
-    try:
-        with Image.open(io.BytesIO(data)) as opened:
-            before = opened.size
-            target = (max(1, round(before[0] * scale)), max(1, round(before[1] * scale)))
-            was_jpeg = opened.format == "JPEG"
-            if was_jpeg:
-                opened.draft("RGB", target)  # decodes at 1/2, 1/4 or 1/8 scale, never below target
-            if getattr(opened, "n_frames", 1) > 1:
-                opened.seek(0)
-            opened.load()
-            ImageOps.exif_transpose(opened, in_place=True)
-            full = opened if opened.mode in ("RGB", "RGBA", "L", "LA") else opened.convert("RGBA")
-            turned = (full.width >= full.height) != (target[0] >= target[1])  # EXIF said to rotate by 90°
-            oriented, before = (target[::-1], before[::-1]) if turned else (target, before)
-            image = normalise(full.resize(oriented, Image.Resampling.LANCZOS, reducing_gap=3.0))
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-        raise ImageError(f"{name}: not a readable image ({exc})") from None
-    out = io.BytesIO()
-    if was_jpeg:
-        image.save(out, format="JPEG", quality=95)
-    else:
-        image.save(out, format="PNG", compress_level=1)
-    return Shrunk(out.getvalue(), "image/jpeg" if was_jpeg else "image/png", before, image.size)
+def sized_versions(image: Image.Image, scales: Iterable[float],
+                   size: tuple[int, int] | None = None) -> dict[float, Image.Image]:
+    """One decoded image (loaded, as stored) at each of `scales` of `size` (its size as stored, when it
+    was decoded smaller, at a JPEG draft scale), each normalised as `normalise` does (EXIF orientation,
+    alpha on white, RGB), all from this one decode. Below 1 the image is resized (Lanczos) before it is
+    turned upright, so full-size pixels are never copied to turn them; a scale of 1 or more (key 1.0)
+    is the whole image, turned upright in place and, when it is RGB already, `image` itself."""
+    width, height = size or image.size
+    wanted = {min(1.0, scale) for scale in scales}
+    upright = _UPRIGHT.get(image.getexif().get(ExifTags.Base.Orientation, 1))
+    out: dict[float, Image.Image] = {}
+    smaller = sorted((scale for scale in wanted if scale < 1), reverse=True)
+    if smaller:
+        source = image if image.mode in _RESIZABLE else to_rgb(image)  # e.g. CMYK, 16-bit: converted once
+        for scale in smaller:
+            target = (max(1, round(width * scale)), max(1, round(height * scale)))
+            small = source.resize(target, Image.Resampling.LANCZOS, reducing_gap=3.0)
+            out[scale] = to_rgb(small.transpose(upright) if upright is not None else small, copy=False)
+        del source
+    if 1.0 in wanted:
+        if image.size != (width, height):
+            raise ValueError(f"the whole image was asked for, but it was decoded at {image.width}×{image.height}")
+        if upright is not None:
+            ImageOps.exif_transpose(image, in_place=True)
+        out[1.0] = to_rgb(image, copy=False)
+    return out
 
 
 def normalise(image: Image.Image) -> Image.Image:
-    """First frame, EXIF orientation applied, alpha flattened on white, RGB mode."""
+    """First frame, EXIF orientation applied, alpha flattened on white, RGB mode; always a new image."""
     if getattr(image, "n_frames", 1) > 1:
         image.seek(0)
-    image = ImageOps.exif_transpose(image)
+    return to_rgb(ImageOps.exif_transpose(image), copy=False)  # exif_transpose made a copy already
+
+
+def to_rgb(image: Image.Image, copy: bool = True) -> Image.Image:
+    """Alpha flattened on white, 16-bit scaled to 8, any mode as RGB; an RGB image is returned as it is
+    unless `copy`."""
     if image.mode in ("RGBA", "LA") or (image.mode == "P" and "transparency" in image.info):
         rgba = image.convert("RGBA")
         background = Image.new("RGB", rgba.size, (255, 255, 255))
@@ -85,7 +87,9 @@ def normalise(image: Image.Image) -> Image.Image:
         return background
     if image.mode in ("I;16", "I;16B", "I;16L", "I"):
         image = image.point(lambda value: value * (1 / 256)).convert("L")
-    return image.convert("RGB") if image.mode != "RGB" else image.copy()
+    if image.mode != "RGB":
+        return image.convert("RGB")
+    return image.copy() if copy else image
 
 
 def grid_shape(count: int) -> tuple[int, int]:

@@ -1,6 +1,8 @@
 """The OpenAI chat-completions wire format, as workers and the gateway speak it.
 
-Requests carry images as `image_url` data URLs; streamed answers are SSE chunks ending with one
+Requests carry images as `image_url` data URLs; to a local worker, as the name of a prepared file in
+the folder the server shares with it (`vlm-image:sha256:<64 hex>`, see `app.core.shared_images`),
+which only a worker accepts. Streamed answers are SSE chunks ending with one
 that holds `usage` and our `timing` extension (time to first token, total).
 """
 
@@ -8,7 +10,9 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import json
+import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
@@ -24,6 +28,10 @@ MAX_NEW_TOKENS_LIMIT = 4096
 EVENT_PREFIX = "VLM-WORKER "
 # The launcher hands each worker its bearer token in this variable; the worker reads it once and removes it
 TOKEN_ENV = "VLM_WORKER_TOKEN"
+# An image a local worker reads from its shared folder: this prefix, then the file's SHA-256 (64 lowercase hex)
+SHARED_IMAGE_URL = "vlm-image:sha256:"
+SHARED_IMAGE_MIME = "image/x-portable-pixmap"
+SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 # The pool's CPU thread policy, per request: how many torch threads this answer may compute with
 THREADS_HEADER = "x-vlm-threads"
 
@@ -48,12 +56,26 @@ class ChatRequest(BaseModel):
 
 @dataclass(frozen=True)
 class ImagePart:
-    """An image as it travels: its bytes and MIME type."""
+    """An image as it travels: its bytes and MIME type; or, to a local worker, only `shared`, the SHA-256
+    name of the prepared file it reads from the folder the server shares with it."""
 
     data: bytes
     mime: str = "image/png"
+    shared: str | None = None
+
+    @classmethod
+    def shared_file(cls, sha256: str) -> ImagePart:
+        return cls(b"", SHARED_IMAGE_MIME, sha256)
+
+    def url(self) -> str:
+        """What the request's `image_url.url` says: the shared file's name, else a data: URL."""
+        return f"{SHARED_IMAGE_URL}{self.shared}" if self.shared else self.data_url()
 
     def data_url(self) -> str:
+        return self._data_url
+
+    @functools.cached_property
+    def _data_url(self) -> str:  # encoded once however many models receive the image
         return f"data:{self.mime};base64,{base64.b64encode(self.data).decode('ascii')}"
 
 
@@ -89,8 +111,19 @@ def decode_data_url(url: str) -> ImagePart:
     return ImagePart(data=data, mime=header[5:].split(";")[0] or "application/octet-stream")
 
 
-def chat_input(request: ChatRequest) -> ChatInput:
-    """Images from every user message in order; the text of the last user message is the prompt."""
+def shared_image(url: str) -> ImagePart:
+    """`vlm-image:sha256:<64 hex>`: a name in the worker's shared folder, never a path."""
+    name = url[len(SHARED_IMAGE_URL):]
+    if not SHA256_HEX.fullmatch(name):
+        raise ProtocolError(f"image_url.url: a shared image is {SHARED_IMAGE_URL} and 64 lowercase hex digits "
+                            f"(a file name in this worker's shared folder, never a path); got {url[:100]!r}")
+    return ImagePart.shared_file(name)
+
+
+def chat_input(request: ChatRequest, shared: bool = False) -> ChatInput:
+    """Images from every user message in order; the text of the last user message is the prompt.
+    `shared`: `vlm-image:sha256:` names are accepted too (a worker's own server sends them; the gateway
+    accepts data: URLs only)."""
     images: list[ImagePart] = []
     prompt = ""
     for index, message in enumerate(request.messages):
@@ -109,8 +142,9 @@ def chat_input(request: ChatRequest) -> ChatInput:
                 texts.append(str(part.get("text", "")))
             elif kind == "image_url":
                 url = part.get("image_url")
-                url = url.get("url") if isinstance(url, dict) else url
-                images.append(decode_data_url(str(url or "")))
+                url = str((url.get("url") if isinstance(url, dict) else url) or "")
+                images.append(shared_image(url) if shared and url.startswith(SHARED_IMAGE_URL)
+                              else decode_data_url(url))
             else:
                 raise ProtocolError(f"messages[{index}].content: unsupported part type {kind!r}")
         prompt = "\n".join(texts)
@@ -121,8 +155,7 @@ def chat_input(request: ChatRequest) -> ChatInput:
 
 def user_message(prompt: str, images: list[ImagePart]) -> list[dict[str, Any]]:
     """The `messages` list a client sends for one prompt with images."""
-    content: list[dict[str, Any]] = [{"type": "image_url", "image_url": {"url": image.data_url()}}
-                                     for image in images]
+    content: list[dict[str, Any]] = [{"type": "image_url", "image_url": {"url": image.url()}} for image in images]
     content.append({"type": "text", "text": prompt})
     return [{"role": "user", "content": content}]
 

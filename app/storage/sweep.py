@@ -1,7 +1,9 @@
-"""The start-up sweep of the image folder: leftovers of uploads a crash cut short."""
+"""The start-up sweep of the image folder: leftovers of uploads a crash cut short, and the prepared
+images a crashed server was sharing with its workers."""
 
 from __future__ import annotations
 
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -62,3 +64,29 @@ def _remove_if_older(path: Path, cutoff: float) -> int:
     except FileNotFoundError:
         return 0
     return 1
+
+
+SHARED_STALE_S = 24 * 3600.0  # a shared-image folder left this long belongs to no running server
+
+
+def sweep_shared(folder: Path, keep: Path | None = None, stale_s: float = SHARED_STALE_S) -> int:
+    """Remove the shared-image folders (`app.core.shared_images`) under `folder` that nothing has changed
+    for `stale_s`, except `keep`: what a server that crashed or was killed left. A running server removes
+    each file once the requests using it have ended, and its folder when it stops; a folder this old is a
+    leftover, or the empty folder of a server idle that long, which makes it again when it next needs it.
+    Returns how many were removed."""
+    if not folder.is_dir():
+        return 0
+    cutoff = time.time() - stale_s
+    removed = 0
+    for path in sorted(folder.iterdir()):
+        if path == keep or not path.is_dir() or path.is_symlink():
+            continue
+        try:
+            if path.stat().st_mtime > cutoff:
+                continue
+        except FileNotFoundError:
+            continue
+        shutil.rmtree(path, ignore_errors=True)
+        removed += 1
+    return removed

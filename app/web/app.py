@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import secrets
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
@@ -18,6 +19,7 @@ from app.compare.runner import ComparisonRunner
 from app.core.catalog import Catalog, load_catalog
 from app.core.protocol import first_problem
 from app.core.settings import Settings
+from app.core.shared_images import SHARED_ENV, SharedImages
 from app.pool.launcher import ProcessLauncher
 from app.pool.pool import ModelPool, detect_budget_gb
 from app.pool.reachability import reachability
@@ -62,8 +64,11 @@ def create_app(settings: Settings, bind_host: str = "127.0.0.1") -> FastAPI:
         budget, why = (settings.budget_gb, "--budget-gb") if settings.budget_gb else detect_budget_gb(
             settings.cpu_budget_gb)
         runtimes = RuntimeManager(catalog.runtimes, settings.data_dir / "runtimes")
+        shared = SharedImages(settings.data_dir / "shared" / secrets.token_hex(6))  # this server's own folder
+        if stale := sweep.sweep_shared(shared.folder.parent, keep=shared.folder):
+            log.warning("removed %d shared-image folders that servers which stopped abruptly left", stale)
         launcher = ProcessLauncher(settings.data_dir / "logs", python_for=runtimes.python_for,
-                                   threads=settings.worker_threads,
+                                   threads=settings.worker_threads, env={SHARED_ENV: str(shared.folder)},
                                    load_timeout_s=settings.load_timeout_s, spares=settings.spare_workers,
                                    warm=families_by_runtime(catalog))
         sizes = SizeBook(load_measured_sizes(engine), settings.overhead_gb,
@@ -74,7 +79,7 @@ def create_app(settings: Settings, bind_host: str = "127.0.0.1") -> FastAPI:
                          max_queued_per_client=settings.max_queued_per_client, swap_patience=settings.swap_patience)
         runner = ComparisonRunner(engine, settings.data_dir, catalog, pool, settings.limits,
                                   generation_timeout_s=settings.generation_timeout_s,
-                                  abandon_after_s=settings.abandon_after_s)
+                                  abandon_after_s=settings.abandon_after_s, shared=shared)
         runner.unreachable = reachable = reachability(catalog)
         app.state.services = Services(settings, catalog, engine, pool, runner, reachable)
         log.info("pool budget %.2f GB (%s)", budget, why)
@@ -84,6 +89,7 @@ def create_app(settings: Settings, bind_host: str = "127.0.0.1") -> FastAPI:
         finally:
             await runner.shutdown(2.0)  # uvicorn already waited the grace period for open requests
             await pool.close()
+            shared.remove()
             engine.dispose()
 
     app = FastAPI(title="VLM Playground", version="0.1.0", lifespan=lifespan,

@@ -40,7 +40,7 @@ from app.adapters.threads import JobThread, compute_threads
 from app.core.budget import InputTooLarge
 from app.core.catalog import ModelSpec, load_catalog
 from app.core.generation import Call, Piece, Timed, timed
-from app.core.images import ImageError, decode_image
+from app.core.images import ImageError
 from app.core.memory import give_back
 from app.core.protocol import (
     EVENT_PREFIX,
@@ -55,6 +55,7 @@ from app.core.protocol import (
     sse_answer,
     whole_answer,
 )
+from app.core.shared_images import load_images
 from app.worker.warmup import warm_up
 
 _DONE = object()
@@ -311,7 +312,7 @@ def create_worker_app(state: WorkerState, token: str | None = None) -> FastAPI:
                                 status_code=503)
         try:
             chat = ChatRequest.model_validate(await request.json())
-            wanted = chat_input(chat)
+            wanted = chat_input(chat, shared=True)  # vlm-image:sha256: names too: read from its server's folder
         except ValidationError as exc:
             return JSONResponse(error_body(first_problem(exc.errors())), status_code=400)
         except (ProtocolError, ValueError) as exc:
@@ -319,7 +320,7 @@ def create_worker_app(state: WorkerState, token: str | None = None) -> FastAPI:
         if not wanted.images:
             return JSONResponse(error_body("messages: at least one image_url part is required"), status_code=400)
         try:  # decode and fit before streaming starts, so a bad or oversized input gets a 400, not a broken stream
-            images = [decode_image(part.data, f"image {i + 1}") for i, part in enumerate(wanted.images)]
+            images = await asyncio.to_thread(load_images, wanted.images)  # shared files: a copy, no decode
             call = await asyncio.to_thread(state.adapter.prepare, images, wanted.prompt, wanted.params)
         except ImageError as exc:
             return JSONResponse(error_body(str(exc)), status_code=400)

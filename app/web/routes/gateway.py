@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import json
 import math
+import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -21,8 +22,7 @@ from fastapi.sse import EventSourceResponse
 from pydantic import ValidationError
 
 from app.compare.downsize import Downsizer
-from app.compare.validation import CheckedImage, InputError, Upload, check_images, check_params, check_prompt
-from app.core.catalog import ModelSpec
+from app.compare.validation import InputError, Upload, check_images, check_params, check_prompt
 from app.core.generation import Finish, GenerationParams, StreamClock
 from app.core.memory import give_back
 from app.core.protocol import (
@@ -63,7 +63,7 @@ async def chat_completions(request: Request) -> JSONResponse | EventSourceRespon
     """OpenAI chat completions with `image_url` data URLs; `stream` true or false."""
     state = services(request)
     body = await request.body()
-    try:  # in a thread: checking decodes every image
+    try:  # in a thread: checking decodes every image (once), and prepares it for the model
         chat, wanted = await asyncio.to_thread(_checked, body, state)
     except NoSuchModel as exc:
         return _error(str(exc), 404, code="model_not_found")
@@ -71,19 +71,17 @@ async def chat_completions(request: Request) -> JSONResponse | EventSourceRespon
         return _error(exc.detail, exc.status_code)
     except ProtocolError as exc:
         return _error(str(exc), 400)
-    spec = state.catalog.get(chat.model)
-    images, _ = await asyncio.to_thread(_shrunk_for, spec, wanted.images)
+    images, _ = wanted.images.for_model(state.catalog.get(chat.model))
     stack = contextlib.AsyncExitStack()
+    stack.push_async_callback(asyncio.to_thread, wanted.images.release)  # its shared files, once answered
     try:  # take the lease (and the turn) before answering, so pool errors get a proper status
         backend = await stack.enter_async_context(state.pool.lease(chat.model, client=client_of(request)))
-    except TooLarge as exc:
-        return _error(str(exc), 400, "model_too_large")
-    except TooManyWaiting as exc:
-        return _error(str(exc), 429, "rate_limit_exceeded", "busy", exc.retry_after_s)
-    except Busy as exc:
-        return _error(str(exc), 503, "busy", "busy", exc.retry_after_s or state.settings.retry_after_s)
     except PoolError as exc:
-        return _error(str(exc), 503, "model_unavailable", retry_after_s=exc.retry_after_s)
+        await stack.aclose()
+        return _refused_by_pool(exc, state)
+    except BaseException:  # the client went away while waiting
+        await stack.aclose()
+        raise
     writer = ChunkWriter(chat.model)
     answer = _answer(backend, wanted.prompt, images, wanted.params, stack, state, chat.model)
     try:  # the first piece before the status: a request the model refuses (too long for it) gets a 4xx
@@ -98,17 +96,28 @@ async def chat_completions(request: Request) -> JSONResponse | EventSourceRespon
     return await whole_answer(_then(first, answer), writer, failure_status=502)
 
 
+def _refused_by_pool(exc: PoolError, state: Services) -> JSONResponse:
+    if isinstance(exc, TooLarge):
+        return _error(str(exc), 400, "model_too_large")
+    if isinstance(exc, TooManyWaiting):
+        return _error(str(exc), 429, "rate_limit_exceeded", "busy", exc.retry_after_s)
+    if isinstance(exc, Busy):
+        return _error(str(exc), 503, "busy", "busy", exc.retry_after_s or state.settings.retry_after_s)
+    return _error(str(exc), 503, "model_unavailable", retry_after_s=exc.retry_after_s)
+
+
 class NoSuchModel(LookupError):
     """A chat request for a model this server does not have (or cannot load here)."""
 
 
 @dataclass(frozen=True)
 class CheckedChat:
-    """What the gateway sends on: the prompt, the generation settings, and the images as checked."""
+    """What the gateway sends on: the prompt, the generation settings, and the images as prepared for the
+    model (their shared files released once the answer is over)."""
 
     prompt: str
     params: GenerationParams
-    images: list[CheckedImage]
+    images: Downsizer
 
 
 def _checked(body: bytes, state: Services) -> tuple[ChatRequest, CheckedChat]:
@@ -135,35 +144,37 @@ def _checked(body: bytes, state: Services) -> tuple[ChatRequest, CheckedChat]:
         raise NoSuchModel(f"model '{chat.model}': {reason}")
     wanted = chat_input(chat)
     check_prompt(wanted.prompt, limits)
+    prepared = Downsizer([state.catalog.get(chat.model)], state.runner.shared)
     try:
-        checked = check_images([Upload(f"image {i + 1}", part.data) for i, part in enumerate(wanted.images)], limits)
+        check_images([Upload(f"image {i + 1}", part.data) for i, part in enumerate(wanted.images)], limits,
+                     prepare=prepared)
+    except BaseException:
+        prepared.release()
+        raise
     finally:
         give_back()
     generation = GenerationParams(max_new_tokens=params["max_new_tokens"], temperature=params["temperature"],
                                   top_p=params["top_p"], seed=params["seed"])
-    return chat, CheckedChat(wanted.prompt, generation, checked)
+    return chat, CheckedChat(wanted.prompt, generation, prepared)
+
+
+_STRUCTURE = re.compile(rb'["\[\]{}]')  # what the depth count looks at outside strings
 
 
 def _json(body: bytes) -> Any:
     """The request body as JSON; nesting deeper than a chat request needs is refused before parsing."""
-    depth = deepest = 0
-    in_string = escaped = False
-    for byte in body:  # counts brackets outside strings: linear, no recursion
-        if in_string:
-            if escaped:
-                escaped = False
-            elif byte == 0x5C:  # backslash
-                escaped = True
-            elif byte == 0x22:  # quote
-                in_string = False
-        elif byte == 0x22:
-            in_string = True
-        elif byte in (0x5B, 0x7B):
+    depth = 0
+    at = 0
+    while found := _STRUCTURE.search(body, at):  # brackets outside strings: linear, no recursion
+        at = found.end()
+        char = body[found.start()]
+        if char == 0x22:  # a string: skip to its closing quote (memchr-fast, as an image's base64 is long)
+            at = _string_end(body, at)
+        elif char in (0x5B, 0x7B):
             depth += 1
-            deepest = max(deepest, depth)
-            if deepest > MAX_JSON_DEPTH:
+            if depth > MAX_JSON_DEPTH:
                 raise ProtocolError(f"body: JSON nested more than {MAX_JSON_DEPTH} levels deep")
-        elif byte in (0x5D, 0x7D):
+        else:
             depth -= 1
     try:
         return json.loads(body)
@@ -171,12 +182,17 @@ def _json(body: bytes) -> Any:
         raise ProtocolError(f"body: not valid JSON ({exc})") from None
 
 
-def _shrunk_for(spec: ModelSpec, images: list[CheckedImage]) -> tuple[list[ImagePart], str | None]:
-    """The images at the size the model uses; then the decoded pixels' memory goes back to the system."""
-    try:
-        return Downsizer(images).for_model(spec)
-    finally:
-        give_back()
+def _string_end(body: bytes, start: int) -> int:
+    """Just past the quote that closes the string whose text begins at `start` (the end if none does)."""
+    at = start
+    while (quote := body.find(b'"', at)) >= 0:
+        escapes = quote
+        while escapes > start and body[escapes - 1] == 0x5C:  # backslashes right before it
+            escapes -= 1
+        if (quote - escapes) % 2 == 0:  # an even number: the quote is not escaped
+            return quote + 1
+        at = quote + 1
+    return len(body)
 
 
 async def _then(first: Any, rest: AsyncIterator[Any]) -> AsyncIterator[Any]:
