@@ -6,12 +6,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Engine, func
+from sqlalchemy import Engine, bindparam, func
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 
 from app.storage.checks import check_text
-from app.storage.db import session
+from app.storage.db import reading, session
 from app.storage.tables import (
     Battle,
     BattlePanel,
@@ -184,13 +184,30 @@ def list_votes(engine: Engine, since: datetime | None = None, until: datetime | 
     ]
 
 
+def _unvoted_panel(output_id: Any) -> Any:
+    """EXISTS: the output is a panel of a battle that has no vote yet."""
+    return (select(BattlePanel.output_id)
+            .where(col(BattlePanel.output_id) == output_id,
+                   ~select(Vote.id).where(col(Vote.battle_id) == col(BattlePanel.battle_id)).exists())
+            .exists())
+
+
+_OUTPUT_HIDDEN = select(_unvoted_panel(bindparam("output")))
+_OUTPUT_TO_RATE = (select(Output.comparison_id, _unvoted_panel(col(Output.id)))
+                   .where(col(Output.id) == bindparam("output")))
+
+
 def output_hidden(engine: Engine, output_id: int) -> bool:
     """Whether an output is a panel of a battle that has no vote yet (so may not be rated or named)."""
-    with session(engine, read_only=True) as db:
-        panel = db.exec(select(BattlePanel).where(BattlePanel.output_id == output_id)).first()
-        if panel is None:
-            return False
-        return db.exec(select(Vote.id).where(Vote.battle_id == panel.battle_id).limit(1)).first() is None
+    with reading(engine) as connection:
+        return bool(connection.execute(_OUTPUT_HIDDEN, {"output": output_id}).scalar())
+
+
+def output_to_rate(engine: Engine, output_id: int) -> tuple[int, bool] | None:
+    """An output's comparison and whether it is hidden (see `output_hidden`), in one query; None if unknown."""
+    with reading(engine) as connection:
+        found = connection.execute(_OUTPUT_TO_RATE, {"output": output_id}).first()
+    return None if found is None else (int(found[0]), bool(found[1]))
 
 
 def set_flag(engine: Engine, vote_id: int, flagged: bool, reason: str | None) -> Vote:

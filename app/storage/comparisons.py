@@ -10,12 +10,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, func
+from sqlalchemy import Engine, bindparam, func
+from sqlalchemy import select as sa_select
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from app.storage.checks import check_text
-from app.storage.db import session
+from app.storage.db import reading, session
 from app.storage.files import DiskFull, discard, image_extension, image_path, publish, touch, write_temp
 from app.storage.tables import (
     BACKENDS,
@@ -236,57 +237,47 @@ def image_recorded(engine: Engine, sha256: str) -> bool:
         return db.get(Image, sha256) is not None
 
 
-def get_comparison(engine: Engine, comparison_id: int) -> dict[str, Any]:
-    """A comparison as a plain dict with its images, outputs and each output's ratings.
+_COMPARISONS: Any = Comparison.__table__  # type: ignore[attr-defined]
+_LINKS: Any = ComparisonImage.__table__  # type: ignore[attr-defined]
+_IMAGES: Any = Image.__table__  # type: ignore[attr-defined]
+_OUTPUTS: Any = Output.__table__  # type: ignore[attr-defined]
+_RATINGS: Any = Rating.__table__  # type: ignore[attr-defined]
+_COMPARISON = sa_select(_COMPARISONS).where(_COMPARISONS.c.id == bindparam("comparison"))
+_COMPARISON_IMAGES = (
+    sa_select(_LINKS.c.position, _IMAGES.c.sha256, _LINKS.c.name, _IMAGES.c.format, _IMAGES.c.width,
+              _IMAGES.c.height, _IMAGES.c.size_bytes)
+    .join(_IMAGES, _IMAGES.c.sha256 == _LINKS.c.sha256)
+    .where(_LINKS.c.comparison_id == bindparam("comparison"))
+    .order_by(_LINKS.c.position)
+)
+_COMPARISON_OUTPUTS = (sa_select(_OUTPUTS).where(_OUTPUTS.c.comparison_id == bindparam("comparison"))
+                       .order_by(_OUTPUTS.c.position))
+_COMPARISON_RATINGS = (
+    sa_select(_RATINGS).join(_OUTPUTS, _OUTPUTS.c.id == _RATINGS.c.output_id)
+    .where(_OUTPUTS.c.comparison_id == bindparam("comparison")).order_by(_RATINGS.c.id)
+)
+_RATERS_RATINGS = _COMPARISON_RATINGS.where(_RATINGS.c.rater == bindparam("rater"))
+
+
+def get_comparison(engine: Engine, comparison_id: int, rater: str | None = None) -> dict[str, Any]:
+    """A comparison as a plain dict with its images, outputs and each output's ratings, oldest first (with
+    `rater`, only that rater's: what a rating form needs, however many others rated). Every row is a dict
+    of its columns, read in one transaction by Core queries (no ORM object per row).
 
     Raises LookupError when there is no such comparison.
     """
-    with session(engine, read_only=True) as db:
-        comparison = db.get(Comparison, comparison_id)
+    key = {"comparison": comparison_id, "rater": rater}
+    with reading(engine) as connection:
+        comparison = connection.execute(_COMPARISON, key).mappings().first()
         if comparison is None:
             raise LookupError(f"comparison {comparison_id} not found")
-        links = db.exec(
-            select(ComparisonImage, Image)
-            .join(Image, col(Image.sha256) == col(ComparisonImage.sha256))
-            .where(ComparisonImage.comparison_id == comparison_id)
-            .order_by(col(ComparisonImage.position))
-        ).all()
-        outputs = db.exec(
-            select(Output).where(Output.comparison_id == comparison_id).order_by(col(Output.position))
-        ).all()
-        ratings = _ratings_by_output(db, [saved_id(output) for output in outputs])
-    return {
-        **comparison.model_dump(),
-        "images": [_image_dict(link, image) for link, image in links],
-        "outputs": [
-            {**output.model_dump(), "ratings": [rating.model_dump() for rating in ratings.get(saved_id(output), [])]}
-            for output in outputs
-        ],
-    }
-
-
-def _image_dict(link: ComparisonImage, image: Image) -> dict[str, Any]:
-    """One image of a comparison, with the name it was uploaded under there."""
-    return {
-        "position": link.position,
-        "sha256": image.sha256,
-        "name": link.name,
-        "format": image.format,
-        "width": image.width,
-        "height": image.height,
-        "size_bytes": image.size_bytes,
-    }
-
-
-def _ratings_by_output(db: Session, output_ids: list[int]) -> dict[int, list[Rating]]:
-    """The ratings of these outputs, oldest first, grouped by output id."""
-    grouped: dict[int, list[Rating]] = {}
-    if not output_ids:
-        return grouped
-    rows = db.exec(select(Rating).where(col(Rating.output_id).in_(output_ids)).order_by(col(Rating.id))).all()
-    for rating in rows:
-        grouped.setdefault(rating.output_id, []).append(rating)
-    return grouped
+        images = [dict(row) for row in connection.execute(_COMPARISON_IMAGES, key).mappings()]
+        outputs = [dict(row) for row in connection.execute(_COMPARISON_OUTPUTS, key).mappings()]
+        ratings: dict[int, list[dict[str, Any]]] = {}
+        for row in connection.execute(_COMPARISON_RATINGS if rater is None else _RATERS_RATINGS, key).mappings():
+            ratings.setdefault(row["output_id"], []).append(dict(row))
+    return {**comparison, "images": images,
+            "outputs": [{**output, "ratings": ratings.get(output["id"], [])} for output in outputs]}
 
 
 def list_comparisons(engine: Engine, limit: int = 50, offset: int = 0) -> list[dict[str, Any]]:

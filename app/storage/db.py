@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import sqlite3
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -10,7 +13,8 @@ from typing import Any
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import Engine, create_engine, event, inspect, make_url, text
+from sqlalchemy import Connection, Engine, create_engine, event, inspect, make_url, text
+from sqlalchemy.exc import OperationalError
 from sqlmodel import Session
 
 from app.storage import tables  # noqa: F401  (registers the tables on SQLModel.metadata)
@@ -88,19 +92,84 @@ def schema_revision(engine: Engine) -> str | None:
         return MigrationContext.configure(connection).get_current_revision()
 
 
+_write_locks: dict[str, threading.RLock] = {}  # one per SQLite file, by the database as its URL names it
+_write_locks_guard = threading.Lock()
+
+
+def write_lock(engine: Engine) -> threading.RLock | None:
+    """The process's lock for writing to this engine's SQLite file (None for an in-memory or server database)."""
+    if engine.dialect.name != "sqlite":
+        return None
+    database = engine.url.database
+    if database in (None, "", ":memory:") or database.startswith("file:"):
+        return None
+    lock = _write_locks.get(database)
+    if lock is None:
+        with _write_locks_guard:
+            same_file = next((found for name, found in _write_locks.items()
+                              if os.path.realpath(name) == os.path.realpath(database)), None)
+            lock = _write_locks.setdefault(database, same_file or threading.RLock())
+    return lock
+
+
+@contextmanager
+def writing(engine: Engine) -> Iterator[None]:
+    """Hold this process's turn to write to a SQLite file while the body's write transaction runs.
+
+    SQLite has one writer at a time; a `BEGIN IMMEDIATE` that finds the file locked sleeps in SQLite's
+    busy handler in growing steps (up to 100 ms) however soon the lock comes free, so 16 writers of one
+    process queueing that way spend most of their time asleep. Queued on a lock here instead, each starts
+    the moment the one before commits; writers of other processes still wait on `busy_timeout`. Gives
+    up after that same timeout with SQLite's own "database is locked". A no-op for other databases.
+    """
+    lock = write_lock(engine)
+    if lock is None:
+        yield
+        return
+    if not lock.acquire(timeout=BUSY_TIMEOUT_S):
+        raise OperationalError("BEGIN IMMEDIATE", None, sqlite3.OperationalError("database is locked"))
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+@contextmanager
+def transaction(engine: Engine) -> Iterator[Connection]:
+    """A Core connection in one write transaction: committed on success, rolled back on error."""
+    with writing(engine), engine.begin() as connection:
+        yield connection
+
+
+@contextmanager
+def reading(engine: Engine) -> Iterator[Connection]:
+    """A Core connection in one read transaction (deferred on SQLite), ended without committing: for a
+    query or two where an ORM session would cost more than the query."""
+    with engine.connect() as connection:
+        connection.execution_options(**{READ_ONLY_OPTION: True})
+        yield connection
+
+
 @contextmanager
 def session(engine: Engine, read_only: bool = False) -> Iterator[Session]:
     """A session in one transaction: committed on success, rolled back on error.
 
     `read_only=True` begins a deferred transaction on SQLite, so readers never hold the write lock,
-    and ends it on close without committing; loaded objects stay readable afterwards.
+    and ends it on close without committing; loaded objects stay readable afterwards. A writing
+    session on a SQLite file takes this process's turn to write first (see `writing`).
     """
-    bind = engine.execution_options(**{READ_ONLY_OPTION: True}) if read_only else engine
-    with Session(bind, expire_on_commit=False) as db:
+    if read_only:
+        with Session(engine.execution_options(**{READ_ONLY_OPTION: True}), expire_on_commit=False) as db:
+            try:
+                yield db
+            except BaseException:
+                db.rollback()
+                raise
+        return
+    with writing(engine), Session(engine, expire_on_commit=False) as db:
         try:
             yield db
-            if not read_only:
-                db.commit()
+            db.commit()
         except BaseException:
             db.rollback()
             raise

@@ -81,36 +81,52 @@ def client_of(request: Request) -> str:
     return f"address {request.client.host if request.client else 'unknown'}"
 
 
-def _settings(request: Request) -> Settings:
+# The dependencies are coroutines only so that FastAPI calls them on the event loop: a plain `def`
+# dependency is run in the thread pool, a thread hop per dependency per request for an attribute read.
+
+
+async def _services(request: Request) -> Services:
+    return services(request)
+
+
+async def _settings(request: Request) -> Settings:
     return services(request).settings
 
 
-def _catalog(request: Request) -> Catalog:
+async def _catalog(request: Request) -> Catalog:
     return services(request).catalog
 
 
-def _engine(request: Request) -> Engine:
+async def _engine(request: Request) -> Engine:
     return services(request).engine
 
 
-def _pool(request: Request) -> ModelPool:
+async def _pool(request: Request) -> ModelPool:
     return services(request).pool
 
 
-def _runner(request: Request) -> ComparisonRunner:
+async def _runner(request: Request) -> ComparisonRunner:
     return services(request).runner
 
 
-def _rater(request: Request) -> str:
+async def _rater(request: Request) -> str:
     return rater_of(request)
 
 
-ServicesDep = Annotated[Services, Depends(services)]
+async def _accounts(request: Request) -> Accounts | None:
+    return accounts_of(request)
+
+
+async def _admin_only(request: Request) -> None:
+    admin_only(request)
+
+
+ServicesDep = Annotated[Services, Depends(_services)]
 SettingsDep = Annotated[Settings, Depends(_settings)]
 CatalogDep = Annotated[Catalog, Depends(_catalog)]
 EngineDep = Annotated[Engine, Depends(_engine)]  # the store: storage functions take the engine
 PoolDep = Annotated[ModelPool, Depends(_pool)]
 RunnerDep = Annotated[ComparisonRunner, Depends(_runner)]
 RaterDep = Annotated[str, Depends(_rater)]  # the account's name, else the cookie's, else the default name
-AccountsDep = Annotated[Accounts | None, Depends(accounts_of)]
-AdminOnly = Depends(admin_only)
+AccountsDep = Annotated[Accounts | None, Depends(_accounts)]
+AdminOnly = Depends(_admin_only)

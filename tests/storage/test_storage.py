@@ -313,6 +313,42 @@ def test_concurrent_raters_never_see_a_locked_database(engine: Engine, data_dir:
     }
 
 
+def test_raters_at_once_with_unknown_outputs_among_them(engine: Engine, data_dir: Path) -> None:
+    """Ratings written together (one transaction on SQLite): one of an unknown output fails alone with
+    LookupError, every other one is saved and says whether it was new."""
+    output_ids = new_comparison(engine, data_dir, models=("m1", "m2")).output_ids
+    threads, rounds = 16, 5
+    barrier = threading.Barrier(threads)
+    outcomes: dict[tuple[int, int], object] = {}
+
+    def rater(index: int) -> None:
+        barrier.wait()
+        for round_ in range(rounds):
+            output_id = 999_999 if index % 4 == 3 else output_ids[index % 2]
+            try:
+                rating, created = ratings.rate(engine, output_id, 1 + (index + round_) % 5, f"{index}/{round_}",
+                                               f"rater-{index}")
+                outcomes[(index, round_)] = (rating.score, rating.note, created)
+            except BaseException as exc:  # noqa: BLE001 - checked below
+                outcomes[(index, round_)] = exc
+
+    workers = [threading.Thread(target=rater, args=(index,)) for index in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=60)
+    for (index, round_), outcome in outcomes.items():
+        if index % 4 == 3:
+            assert isinstance(outcome, LookupError) and "output 999999 not found" in str(outcome)
+        else:
+            assert outcome == (1 + (index + round_) % 5, f"{index}/{round_}", round_ == 0)
+    assert len(outcomes) == threads * rounds
+    with session(engine, read_only=True) as db:
+        stored = {(row.rater, row.output_id): (row.score, row.note) for row in db.exec(select(Rating)).all()}
+    assert stored == {(f"rater-{index}", output_ids[index % 2]): (1 + (index + rounds - 1) % 5, f"{index}/{rounds - 1}")
+                      for index in range(threads) if index % 4 != 3}
+
+
 # ---------------------------------------------------------------- measured sizes
 
 

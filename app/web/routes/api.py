@@ -150,14 +150,16 @@ async def get_comparison(engine: EngineDep, comparison_id: RowId) -> dict[str, A
 async def rate_output(request: Request, engine: EngineDep, output_id: RowId, rating: RatingIn) -> JSONResponse:
     """One rating per output and rater: rating again as the same rater replaces it (200)."""
     rater = rater_of(request, rating.rater)
-    if await asyncio.to_thread(battles.output_hidden, engine, output_id):
-        raise HTTPException(409, f"output {output_id} is a panel of a battle without a vote: vote first")
     try:
-        saved, created = await asyncio.to_thread(ratings.rate, engine, output_id, rating.score, rating.note, rater)
+        outcome = await asyncio.to_thread(ratings.rate_unless_hidden, engine, output_id, rating.score, rating.note,
+                                          rater)
     except LookupError:
         raise HTTPException(404, f"output {output_id} not found") from None
     except ValueError as exc:
         raise HTTPException(422, str(exc)) from None
+    if outcome is None:
+        raise HTTPException(409, f"output {output_id} is a panel of a battle without a vote: vote first")
+    saved, created = outcome
     body = {"id": saved.id, "output_id": output_id, "score": saved.score, "note": saved.note,
             "rater": saved.rater, "updated_at": _iso(saved.updated_at)}
     return JSONResponse(body, status_code=201 if created else 200)
