@@ -21,7 +21,6 @@ from app.web.views import (
     current_rater,
     error_slot,
     is_htmx,
-    load_comparison,
     models_view,
     not_found,
     page_context,
@@ -66,13 +65,26 @@ async def compare(request: Request) -> Response:
     if not is_htmx(request):
         response: Response = RedirectResponse(f"/comparisons/{comparison_id}", status_code=303)
     else:
-        comparison = await load_comparison(request, comparison_id)
+        comparison = await _just_compared(request, comparison_id)
         context = base_context(request, comparison=comparison_view(request, comparison, rater), errors={},
                                oob=True)
         response = templates.TemplateResponse(request, "_compared.html", context,
                                               headers={"HX-Push-Url": f"/comparisons/{comparison_id}"})
     remember_rater(response, rater)
     return response
+
+
+async def _just_compared(request: Request, comparison_id: int) -> dict[str, Any]:
+    """The comparison just started, and whether the rater has a battle pending (the header asks), in one
+    trip to a thread: the models' answers are starting on the same event loop, and every store read done
+    there or in a second thread delays them."""
+    engine, rater = services(request).engine, current_rater(request)
+
+    def read() -> tuple[dict[str, Any], bool]:
+        return comparisons.get_comparison(engine, comparison_id), battles.has_unrevealed_battle(engine, rater)
+
+    comparison, request.state.battle_pending = await asyncio.to_thread(read)
+    return comparison
 
 
 @router.get("/comparisons/{comparison_id}", response_class=HTMLResponse)

@@ -7,7 +7,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 
 from app.compare.runner import EventKind
@@ -16,7 +16,7 @@ from app.storage import battles, comparisons
 from app.storage.tables import FINISHED_STATUSES
 from app.web.deps import services
 from app.web.templating import render
-from app.web.views import current_rater, existing_comparison, panels_view
+from app.web.views import current_rater, panels_view
 
 router = APIRouter(include_in_schema=False)
 
@@ -40,9 +40,8 @@ class _PanelSource:
         self.panels = {p["id"]: p for p in panels_view(request, comparison, rater, battle)}
 
     async def refresh(self) -> None:
-        engine = services(self.request).engine
-        comparison = await asyncio.to_thread(comparisons.get_comparison, engine, self.comparison_id)
-        battle = await asyncio.to_thread(battles.get_battle, engine, self.battle_id) if self.battle_id else None
+        comparison, battle = await asyncio.to_thread(_comparison_and_battle, services(self.request).engine,
+                                                     self.comparison_id, self.battle_id, False)
         self.panels = {p["id"]: p for p in panels_view(self.request, comparison, self.rater, battle)}
 
     def panel(self, output_id: int, state: str, info: dict[str, Any]) -> dict[str, Any]:
@@ -62,14 +61,33 @@ class _PanelSource:
                                event=f"foot-{output_id}")
 
 
+Found = tuple[dict[str, Any], dict[str, Any] | None]
+
+
+def _comparison_and_battle(engine: Any, comparison_id: int, battle_id: int | None = None,
+                           find_battle: bool = True) -> Found:
+    """The comparison and, when it is a battle, its battle, in one trip to a thread. Every battle is blind
+    (the store makes it so): an open comparison needs no battle lookup."""
+    comparison = comparisons.get_comparison(engine, comparison_id)  # LookupError when there is none
+    if find_battle and comparison["blind"]:
+        battle_id = battles.battle_of_comparison(engine, comparison_id)
+    return comparison, battles.get_battle(engine, battle_id) if battle_id else None
+
+
+async def existing_comparison_and_battle(request: Request, comparison_id: RowId) -> Found:
+    """A dependency, so that an unknown comparison is a 404 before the event stream starts."""
+    try:
+        return await asyncio.to_thread(_comparison_and_battle, services(request).engine, comparison_id)
+    except LookupError:
+        raise HTTPException(404, f"comparison {comparison_id} not found") from None
+
+
 @router.get("/comparisons/{comparison_id}/events", response_class=EventSourceResponse)
 async def comparison_events(request: Request, comparison_id: RowId,
-                            comparison: dict[str, Any] = Depends(existing_comparison)) -> AsyncIterator[
-                                ServerSentEvent]:
+                            found: Found = Depends(existing_comparison_and_battle)) -> AsyncIterator[ServerSentEvent]:
     """The panels' live updates: state lines and footers as escaped HTML, text pieces as JSON."""
-    runner, engine = services(request).runner, services(request).engine
-    battle_id = await asyncio.to_thread(battles.battle_of_comparison, engine, comparison_id)
-    battle = await asyncio.to_thread(battles.get_battle, engine, battle_id) if battle_id else None
+    runner = services(request).runner
+    comparison, battle = found
     source = _PanelSource(request, comparison, current_rater(request), battle)
     async for event in runner.subscribe(comparison_id):
         if event.kind == EventKind.END:
