@@ -225,13 +225,19 @@ class ComparisonRunner:
                 if ticker:
                     ticker.cancel()
                 self._set(run, output, OutputStatus.GENERATING, since=time.time(), detail=None, ahead=None)
-                await asyncio.to_thread(self._record_runtime, output)
+                # stored while the answer streams, not before it starts (a write: 3.5 ms on the first token)
+                recorded = asyncio.ensure_future(asyncio.to_thread(self._record_runtime, output))
                 try:
                     finish, ttft, total = await asyncio.wait_for(
                         self._stream(run, output, backend, prompt, images, params), self.generation_timeout_s)
                 except TimeoutError:
+                    await recorded
                     await self._fail(run, output, await self.pool.timed_out(spec.id, self.generation_timeout_s))
                     return
+                except BaseException:
+                    await recorded  # its write goes in before any final status does
+                    raise
+                await recorded
         except (PoolError, BackendError) as exc:
             await self._fail(run, output, str(exc))
             return

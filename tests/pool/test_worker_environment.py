@@ -38,7 +38,9 @@ def test_a_worker_gets_its_own_token_and_none_of_the_playgrounds_secrets(tiny_ca
         seen = environ(worker["pid"])
         assert set(seen) & {"VLM_AUTH_TOKEN", "DATABASE_URL", "VLM_DEFAULT_RATER"} == set()
         assert token not in "".join(seen.values()) and "secret-password" not in "".join(seen.values())
-        assert [name for name in seen if name.startswith("VLM_")] == ["VLM_WORKER_TOKEN"]
+        # its own token, and the folder of the images its server prepares for it: no other setting
+        assert sorted(name for name in seen if name.startswith("VLM_")) == ["VLM_SHARED_IMAGES", "VLM_WORKER_TOKEN"]
+        assert Path(seen["VLM_SHARED_IMAGES"]).parent == (tmp_path / "data" / "shared").resolve()
         assert seen["VLM_WORKER_TOKEN"] != token
         assert token not in cmdline(worker["pid"]) and seen["VLM_WORKER_TOKEN"] not in cmdline(worker["pid"])
         assert token not in cmdline(live.process.pid)
