@@ -53,9 +53,11 @@ def warm_up(device: str, families: list[str]) -> dict[str, Any]:
     and reported at load time as usual."""
     started = time.perf_counter()
     import torch
-    import transformers  # noqa: F401  (the import is the point)
-    from transformers import AutoModelForImageTextToText, AutoProcessor, TextIteratorStreamer  # noqa: F401
+    import transformers
 
+    for name in ("AutoModelForImageTextToText", "AutoModelForCausalLM", "AutoProcessor", "TextIteratorStreamer"):
+        with contextlib.suppress(Exception):  # lazy modules import on first access; pinned runtimes lack some
+            getattr(transformers, name)
     from app.adapters import adapter_for
 
     for family in families:
