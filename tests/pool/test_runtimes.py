@@ -222,8 +222,8 @@ def test_worker_serves_a_tiny_llava_in_the_runtime(prepared: dict, data_dir: Pat
     assert json.loads((checkpoint / "config.json").read_text())["transformers_version"] == PIN_VERSION
     spec = {"id": "tiny-llava-4x", "repo": str(checkpoint), "family": "llava", "min_gpu_gb": 0.5,
             "dtype": "float32", "multi_image": True, "tiny": True, "runtime": NAME}
-    worker = subprocess.Popen(
-        [python, "-m", "app.worker", "--spec-json", json.dumps(spec), "--port", "0", "--device", "cpu",
+    worker = subprocess.Popen(  # as the pool starts every worker: a spare, then told its model
+        [python, "-m", "app.worker", "--spare", "--warm", "llava", "--port", "0", "--device", "cpu",
          "--no-parent-watch"],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL, text=True, cwd=tmp_path,
         env={**_env(), "HF_HUB_OFFLINE": "1"})
@@ -231,8 +231,10 @@ def test_worker_serves_a_tiny_llava_in_the_runtime(prepared: dict, data_dir: Pat
         events: queue.Queue = queue.Queue()
         threading.Thread(target=_read_events, args=(worker, events), daemon=True).start()
         port = _wait_for(events, "listening", 60)["port"]
-        ready = _wait_for(events, "ready", 90)
-        assert ready["runtime"]["transformers"] == PIN_VERSION
+        assert _wait_for(events, "spare", 90)["overhead"]["host_bytes"] > 0
+        loaded = httpx.post(f"http://127.0.0.1:{port}/load", json=spec, timeout=90)
+        assert loaded.status_code == 200, loaded.text
+        assert loaded.json()["runtime"]["transformers"] == PIN_VERSION
         content = [{"type": "image_url", "image_url": {"url": _png()}},
                    {"type": "text", "text": "Describe this image."}]
         body = {"model": "tiny-llava-4x", "stream": False, "max_tokens": 4,
