@@ -6,6 +6,7 @@ import contextlib
 import ctypes
 import gc
 import sys
+from typing import Any
 
 
 def give_back(collect: bool = False, generation: int = 2) -> None:
@@ -18,3 +19,14 @@ def give_back(collect: bool = False, generation: int = 2) -> None:
     if sys.platform.startswith("linux"):
         with contextlib.suppress(OSError, AttributeError):
             ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
+def overhead_bytes(overhead: dict[str, Any] | None) -> int | None:
+    """What a worker process holds before any weights, in the memory the pool budgets: the CUDA context
+    on a GPU, the process itself (interpreter, torch, transformers) on a CPU. `overhead` is what the
+    worker measured (`app.worker.warmup.warm_up`)."""
+    if not overhead:
+        return None
+    key = "device_bytes" if str(overhead.get("device", "")).startswith("cuda") else "host_bytes"
+    value = overhead.get(key)
+    return None if value is None else int(value)

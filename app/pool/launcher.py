@@ -26,6 +26,7 @@ from typing import Any, Protocol
 import httpx
 
 from app.core.catalog import ModelSpec
+from app.core.memory import overhead_bytes
 from app.core.protocol import EVENT_PREFIX, TOKEN_ENV
 from app.pool.client import BackendError, OpenAIBackend
 from app.pool.environment import worker_environment
@@ -81,6 +82,7 @@ class ProcessWorker:
     runtime: dict[str, str] = field(default_factory=dict)
     stderr_path: Path | None = None
     overhead_gb: float | None = None  # what the process held before the weights (imports, CUDA context)
+    token: str = ""  # the bearer token the worker answers to (kept when it becomes a spare again)
 
     @property
     def pid(self) -> int:
@@ -192,11 +194,8 @@ class Spare:
 
 
 def overhead_gb(overhead: dict[str, Any] | None) -> float | None:
-    """A worker's overhead in the memory the pool budgets (see app.worker.server.overhead_bytes)."""
-    if not overhead:
-        return None
-    key = "device_bytes" if str(overhead.get("device", "")).startswith("cuda") else "host_bytes"
-    value = overhead.get(key)
+    """A worker's overhead in GB of the memory the pool budgets (see app.core.memory.overhead_bytes)."""
+    value = overhead_bytes(overhead)
     return None if value is None else value / GB
 
 
@@ -323,14 +322,13 @@ class ProcessLauncher:
             overhead = response.json().get("overhead") or {}
         except (httpx.HTTPError, ValueError):
             return False
-        token = worker.client.headers["Authorization"].removeprefix("Bearer ")
         await worker.client.aclose()
         prepared: asyncio.Future[tuple[int, dict[str, Any]]] = asyncio.get_running_loop().create_future()
         prepared.set_result((worker.port, overhead))
         self._note_overhead(runtime, prepared)
         python = await asyncio.to_thread(self.python_for, runtime, lambda line: None)
         log_path = worker.stderr_path.resolve() if worker.stderr_path else self.log_dir / "worker.log"
-        self._spares[runtime] = Spare(runtime, python, worker.process, token, log_path, prepared)
+        self._spares[runtime] = Spare(runtime, python, worker.process, worker.token, log_path, prepared)
         return True
 
     def _take_spare(self, runtime: str, python: str) -> Spare | None:
@@ -395,7 +393,7 @@ class ProcessLauncher:
         worker = ProcessWorker(spec, process, port, backend, client,
                                measured_gb=None if memory.get("bytes") is None else memory["bytes"] / GB,
                                runtime=ready.get("runtime", {}), stderr_path=log_path,
-                               overhead_gb=overhead_gb(overhead))
+                               overhead_gb=overhead_gb(overhead), token=spare.token)
         worker.runtime["load_s"] = str(round(time.perf_counter() - started, 3))
         worker.runtime["spare"] = "yes" if from_spare else "no"
         return worker

@@ -297,16 +297,7 @@ class ModelPool:
 
     def _would_evict(self, planned: float) -> list[Resident]:
         """The residents a load of `planned` GB would evict once their answers end (LRU order, unpinned)."""
-        candidates = sorted((r for r in self._resident.values()
-                             if r.state == ResidentState.READY and not r.spec.preload), key=lambda r: r.last_used)
-        need = self.used_gb() - self.spares_gb() + planned - self.budget_gb
-        chosen: list[Resident] = []
-        for resident in candidates:
-            if need <= 1e-9:
-                break
-            chosen.append(resident)
-            need -= resident.planned_gb
-        return chosen
+        return self._least_recent(planned, idle_only=False)[0]
 
     def _check_backoff(self, spec: ModelSpec) -> None:
         failure = self._failures.get(spec.id)
@@ -319,17 +310,22 @@ class ModelPool:
 
     def _victims(self, planned: float) -> list[Resident]:
         """Idle, unpinned, ready models in LRU order, just enough to make room; none if they can't."""
-        idle = sorted((r for r in self._resident.values()
-                       if r.leases == 0 and r.state == ResidentState.READY and not r.spec.preload),
-                      key=lambda r: r.last_used)
+        chosen, enough = self._least_recent(planned, idle_only=True)
+        return chosen if enough else []
+
+    def _least_recent(self, planned: float, idle_only: bool) -> tuple[list[Resident], bool]:
+        """Ready, unpinned residents (without leases, if `idle_only`) in LRU order, just enough to make room
+        for `planned` GB, and whether they are enough."""
+        candidates = sorted((r for r in self._resident.values() if r.state == ResidentState.READY
+                             and not r.spec.preload and not (idle_only and r.leases)), key=lambda r: r.last_used)
         need = self.used_gb() - self.spares_gb() + planned - self.budget_gb
         chosen: list[Resident] = []
-        for resident in idle:
+        for resident in candidates:
             if need <= 1e-9:
                 break
             chosen.append(resident)
             need -= resident.planned_gb
-        return chosen if need <= 1e-9 else []
+        return chosen, need <= 1e-9
 
     def _busy_message(self, spec: ModelSpec, planned: float) -> str:
         busy = ", ".join(f"{r.spec.id} ({r.planned_gb:.2f} GB, {r.leases} in use)"

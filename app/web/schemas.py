@@ -143,7 +143,8 @@ class ModelOut(BaseModel):
 class ResidentOut(BaseModel):
     model: str
     planned_gb: float
-    measured_gb: float | None
+    measured_gb: float | None  # what its process holds: the model's peak and the process's overhead
+    overhead_gb: float | None = None  # what the process held before any weights (imports, CUDA context)
     state: str
     leases: int
     waiting: int = 0  # requests queued for a turn on this model
@@ -160,6 +161,7 @@ class PoolOut(BaseModel):
     free_gb: float
     resident: list[ResidentOut]
     draining_gb: float
+    spares_gb: float = 0.0  # prepared spare worker processes
     failures: dict[str, str]
     hits: int
     misses: int

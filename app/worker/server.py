@@ -41,7 +41,7 @@ from app.core.budget import InputTooLarge
 from app.core.catalog import ModelSpec, load_catalog
 from app.core.generation import Call, Piece, Timed, timed
 from app.core.images import ImageError
-from app.core.memory import give_back
+from app.core.memory import give_back, overhead_bytes
 from app.core.protocol import (
     EVENT_PREFIX,
     THREADS_HEADER,
@@ -107,15 +107,6 @@ class DeviceMemory:
         return {"bytes": used, "peak_bytes": self.peak, "device": self.device,
                 "overhead_bytes": overhead_bytes(overhead),
                 "method": "torch.cuda.memory_reserved" if self.device.startswith("cuda") else "rss_growth"}
-
-
-def overhead_bytes(overhead: dict[str, Any] | None) -> int | None:
-    """What the process holds before any weights, in the memory the pool budgets: the CUDA context on
-    a GPU, the process itself (interpreter, torch, transformers) on a CPU."""
-    if not overhead:
-        return None
-    return overhead.get("device_bytes") if str(overhead.get("device", "")).startswith("cuda") \
-        else overhead.get("host_bytes")
 
 
 class WorkerState:

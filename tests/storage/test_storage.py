@@ -17,23 +17,10 @@ from app.storage import comparisons, files, outputs, ratings, sizes
 from app.storage.comparisons import OutputInput, StoredImageInput
 from app.storage.db import database_url, init_db, make_engine, session
 from app.storage.tables import Comparison, ComparisonImage, Image, Output, Rating
-from tests.storage.test_postgres import SQLITE_ONLY, open_unit_store
+from tests.storage.test_postgres import SQLITE_ONLY
 
 PNG = StoredImageInput("cat.png", b"\x89PNG fake image bytes", "PNG", 4, 3)
 JPEG = StoredImageInput("dog.jpg", b"\xff\xd8 another image", "JPEG", 8, 6)
-
-
-@pytest.fixture
-def data_dir(tmp_path: Path) -> Path:
-    return tmp_path / "data"
-
-
-@pytest.fixture
-def engine(data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Engine:
-    """SQLite in the data directory; a schema emptied per test when DATABASE_URL names a PostgreSQL database."""
-    engine = open_unit_store(data_dir, monkeypatch)
-    yield engine
-    engine.dispose()
 
 
 def new_comparison(engine: Engine, data_dir: Path, images=(PNG,), models=("m1",), prompt="What is this?"):

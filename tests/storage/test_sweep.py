@@ -7,28 +7,14 @@ import os
 import time
 from pathlib import Path
 
-import pytest
 from sqlalchemy import Engine
 
 from app.storage import comparisons, files
 from app.storage.comparisons import OutputInput, StoredImageInput
 from app.storage.sweep import ORPHAN_AGE_S, sweep_images
-from tests.storage.test_postgres import open_unit_store
 
 CAT = StoredImageInput("cat.png", b"\x89PNG a cat", "PNG", 4, 3)
 DOG = StoredImageInput("dog.jpg", b"\xff\xd8 a dog", "JPEG", 8, 6)
-
-
-@pytest.fixture
-def data_dir(tmp_path: Path) -> Path:
-    return tmp_path / "data"
-
-
-@pytest.fixture
-def engine(data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Engine:
-    engine = open_unit_store(data_dir, monkeypatch)
-    yield engine
-    engine.dispose()
 
 
 def age(path: Path, seconds: float) -> None:

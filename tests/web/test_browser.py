@@ -74,12 +74,17 @@ def open_page(browser, server: LiveServer):
     context = browser.new_context(base_url=server.url, accept_downloads=True, viewport={"width": 1400, "height": 900})
     context.route("**/*", with_csp)
     page = context.new_page()
+    return context, page, watch_problems(page)
+
+
+def watch_problems(page) -> list[str]:
+    """The page's script errors and CSP violations as they happen (a 30 s default timeout set too)."""
     page.set_default_timeout(30_000)
     problems: list[str] = []
     page.on("console", lambda message: problems.append(message.text)
             if message.type == "error" and not message.text.startswith("Failed to load resource") else None)
     page.on("pageerror", lambda error: problems.append(f"page error: {error}"))
-    return context, page, problems
+    return problems
 
 
 @pytest.fixture

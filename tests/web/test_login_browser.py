@@ -12,7 +12,7 @@ import pytest
 
 from app.web.accounts import hash_secret, write_users
 from tests.helpers import ARTIFACTS, LiveServer, png_bytes
-from tests.web.test_browser import browser  # noqa: F401  (the fixture)
+from tests.web.test_browser import browser, watch_problems  # noqa: F401  (browser: the fixture)
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 SECRET = 'a;b c=d"é-secret'
@@ -39,11 +39,7 @@ def test_sign_in_rate_as_the_account_and_sign_out(browser, server: LiveServer) -
     # no request routing (Playwright's route.fetch would follow the redirects itself): the server's own CSP
     context = browser.new_context(base_url=server.url, viewport={"width": 1200, "height": 800})
     page = context.new_page()
-    page.set_default_timeout(30_000)
-    problems: list[str] = []
-    page.on("console", lambda message: problems.append(message.text)
-            if message.type == "error" and not message.text.startswith("Failed to load resource") else None)
-    page.on("pageerror", lambda error: problems.append(f"page error: {error}"))
+    problems = watch_problems(page)
     page.goto(f"/comparisons/{comparison_id}")
     assert page.url == f"{server.url}/login?next=%2Fcomparisons%2F{comparison_id}"
     page.fill("input[name=name]", "alice")
