@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Annotated, Any, Protocol
 
 from fastapi import Path as PathParam
-from PIL import Image
+from PIL import ExifTags, Image
 
 from app.core.catalog import Catalog
 from app.core.images import ImageError
@@ -163,11 +163,20 @@ def _declared_pixels(upload: Upload) -> int:
         return 0
 
 
+# Browsers (and curl) write a file name into a multipart body with `"`, CR and LF percent-encoded, as the HTML
+# standard says, and send the rest as it is: these three are turned back (a name really holding "%22" is shown
+# with a `"`; which it was cannot be told apart).
+_MULTIPART_ESCAPES = (("%22", '"'), ("%0D", "\r"), ("%0A", "\n"), ("%0d", "\r"), ("%0a", "\n"))
+
+
 def clean_name(name: str | None) -> str:
-    """An uploaded file's name as stored and shown: control characters (NUL, newlines, escapes) and
-    unpaired surrogates dropped, at most NAME_MAX_CHARS; "image" when nothing is left. Only ever
-    stored as text: files are named by their hash."""
-    kept = "".join(ch for ch in name or "" if unicodedata.category(ch) not in ("Cc", "Cs", "Zl", "Zp"))
+    """An uploaded file's name as stored and shown: the multipart escapes of `"`, CR and LF undone, control
+    characters (NUL, newlines, escapes) and unpaired surrogates dropped, at most NAME_MAX_CHARS; "image" when
+    nothing is left. Only ever stored as text: files are named by their hash."""
+    name = name or ""
+    for escaped, plain in _MULTIPART_ESCAPES:
+        name = name.replace(escaped, plain)
+    kept = "".join(ch for ch in name if unicodedata.category(ch) not in ("Cc", "Cs", "Zl", "Zp"))
     return kept.strip()[:NAME_MAX_CHARS] or "image"
 
 
@@ -187,6 +196,7 @@ def check_image(upload: Upload, limits: Limits, prepare: Preparer | None = None)
     try:
         fmt = image.format or "PNG"
         frames = getattr(image, "n_frames", 1)
+        turned = image.getexif().get(ExifTags.Base.Orientation, 1) in (5, 6, 7, 8)
         if prepare is not None:
             prepare.add(name, upload.data, image, (width, height))
     except ImageError as exc:
@@ -194,6 +204,8 @@ def check_image(upload: Upload, limits: Limits, prepare: Preparer | None = None)
     finally:
         image.close()
     note = f"{name} has {frames} frames: the first is used" if frames > 1 else None
+    if turned:  # stored as taken, shown (by browsers and to the models) upright: its size as seen
+        width, height = height, width
     return CheckedImage(name=name, data=upload.data, format=fmt, width=width, height=height, note=note)
 
 
@@ -223,7 +235,9 @@ def _decoded(upload: Upload, limits: Limits, name: str, field: str, prepare: Pre
         raise InputError(field, f"{name} decodes to more pixels than the limit of "
                                 f"{limits.max_pixels / 1e6:g} megapixels", 413) from None
     except Image.UnidentifiedImageError:
-        raise InputError(field, f"{name} is not a readable image (its content is no image format Pillow knows)") \
-            from None
-    except Exception as exc:  # Pillow raises many kinds for broken files
-        raise InputError(field, f"{name} is not a readable image ({type(exc).__name__}: {exc})") from None
+        raise InputError(field, f"{name} is not a readable image: its content is not in an image format the "
+                                "server reads") from None
+    except Exception as exc:  # the decoder raises many kinds for broken files; none is named to people
+        cut = "truncated" in str(exc).lower() or isinstance(exc, EOFError)
+        raise InputError(field, f"{name} is not a readable image: the file is "
+                                + ("cut short (truncated)" if cut else "damaged")) from None

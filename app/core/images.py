@@ -28,10 +28,12 @@ def decode_image(data: bytes, name: str = "image") -> Image.Image:
         with Image.open(io.BytesIO(data)) as opened:
             opened.load()
             image = normalise(opened)
-    except Image.DecompressionBombError as exc:
-        raise ImageError(f"{name}: image is too large to decode safely ({exc})") from None
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise ImageError(f"{name}: not a readable image ({exc})") from None
+    except Image.DecompressionBombError:
+        raise ImageError(f"{name}: the image has too many pixels to decode safely") from None
+    except (OSError, SyntaxError, ValueError) as exc:  # the decoder's own messages name its internals
+        cut = "truncated" in str(exc).lower() or isinstance(exc, EOFError)
+        raise ImageError(f"{name}: not a readable image (the file is "
+                         f"{'cut short' if cut else 'damaged, or in no image format'})") from None
     return image
 
 

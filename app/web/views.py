@@ -17,6 +17,7 @@ from app.pool.pool import PoolError
 from app.storage import battles, comparisons
 from app.storage.tables import UNFINISHED_STATUSES
 from app.web.deps import RATER_MAX_CHARS, account_of, rater_of, services
+from app.web.markdown import render_markdown
 from app.web.templating import gb, templates
 
 RATER_COOKIE = "rater"
@@ -162,6 +163,8 @@ def panels_view(request: Request, comparison: dict[str, Any], rater: str,
                         and output["tokens"] >= applied["max_new_tokens"]),
             "reveal": reveal,
             "status": output["status"], "text": output.get("text") or "", "error": output.get("error"),
+            # a finished answer is shown as sanitised markdown; one still streaming as the text it has so far
+            "html": None if output["status"] in UNFINISHED_STATUSES else render_markdown(output.get("text")),
             "ttft_s": output.get("ttft_s"), "total_s": output.get("total_s"), "tokens": output.get("tokens"),
             "tokens_per_s": output.get("tokens_per_s"), "image_note": output.get("image_note"),
             "param_notes": (output.get("params") or {}).get("notes") or [],

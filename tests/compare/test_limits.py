@@ -229,7 +229,7 @@ def test_exif_orientation_is_applied():
     exif[0x0112] = 6  # "rotate 90° clockwise to display"
     data = encode(image, "JPEG", exif=exif.tobytes(), quality=95)
     checked = check_image(Upload("phone.jpg", data), SMALL)
-    assert (checked.width, checked.height) == (40, 20)  # as stored
+    assert (checked.width, checked.height) == (20, 40)  # as displayed: the page states the size it shows
     decoded = decode_image(data, "phone.jpg")
     assert decoded.size == (20, 40)  # as displayed
     red, green, blue = decoded.getpixel((10, 3))  # the stored left edge is now the top

@@ -31,7 +31,8 @@ def _text_event(output_id: int, **change: str) -> ServerSentEvent:
 
 
 class _PanelSource:
-    """Renders a comparison's panels from the database when a panel finishes (its footer, rating form)."""
+    """Renders a comparison's panels from the database when a panel finishes (its footer, rating form, and
+    its answer as sanitised markdown, which replaces the streamed text out of band)."""
 
     def __init__(self, request: Request, comparison: dict[str, Any], rater: str,
                  battle: dict[str, Any] | None) -> None:
@@ -57,7 +58,7 @@ class _PanelSource:
 
     def foot_event(self, output_id: int) -> ServerSentEvent:
         panel = self.panels[output_id]
-        return ServerSentEvent(raw_data=render("_panel_foot.html", p=panel, oob_name=True),
+        return ServerSentEvent(raw_data=render("_panel_foot.html", p=panel, oob_name=True, oob_answer=True),
                                event=f"foot-{output_id}")
 
 
