@@ -1,8 +1,9 @@
 """Tiny random-weight checkpoints of real VLM architectures, built offline in seconds.
 
 Each checkpoint holds a config, safetensors weights and a working processor (image processor,
-a byte-level BPE tokenizer trained here on a few sentences, a chat template), so tests and the
-offline demo run the real transformers code path. Their answers are gibberish by design.
+a word-level tokenizer over a few hundred English words, a chat template), so tests and the
+offline demo run the real transformers code path. Their weights are random, so their answers are
+word salad by design: whole words in no sensible order, never broken bytes.
 `build_tiny_models(out_dir)` writes the checkpoints and a `models.yaml` listing them.
 """
 
@@ -10,11 +11,15 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from app.tiny.words import INPUT_ONLY, NEWLINES, PUNCTUATION, WORDS
 
 CORPUS = [
     "hello world, describe this image please.",
@@ -38,7 +43,16 @@ TINY_FAMILIES: dict[str, tuple[str, bool, str]] = {
 }
 
 
-TINY_CONTEXT = 4096  # max_position_embeddings of every tiny text model
+TINY_CONTEXT = 4096  # max_position_embeddings of every tiny text model (vLLM serves them at --max-model-len 2048)
+# What a checkpoint on disk was built as: a build of another format is rebuilt (tests reuse VLM_TINY_DIR).
+# 2: a word-level vocabulary (answers are lower-case word salad, not bytes), text attention heads of 32 (vLLM's
+#    CPU minimum).
+TINY_FORMAT = 2
+# Random weights fall into loops ("rabbit rabbit rabbit"), which read as a broken page: a penalty on repeats
+REPETITION_PENALTY = 4.0  # the logits of random weights are small (about ±1), the repeat ahead by 0.5
+# and an answer of one word ("from") reads as a fault: the end token is held back a little (it stays possible)
+END_BIAS = -0.5
+INFO = "tiny_info.json"  # family, parameter count and format, written last
 # The tiny Qwen processors resize to 28²..56² pixels (1 to 4 image tokens): their budget says the same.
 TINY_BUDGETS: dict[str, dict[str, int]] = {
     family: {"context_tokens": TINY_CONTEXT, "min_pixels": 28 * 28, "max_pixels": 56 * 56}
@@ -47,20 +61,27 @@ TINY_BUDGETS: dict[str, dict[str, int]] = {
 
 
 def _tokenizer(specials: list[str], named: dict[str, str] | None = None, **tokens: str) -> Any:
-    """A byte-level BPE trained on `CORPUS`; `named` become attributes like `tokenizer.image_token`."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    """A word-level tokenizer over `WORDS` (unknown words → an unknown token), so that whatever random weights
+    pick decodes to whole words; `named` become attributes like `tokenizer.image_token`. Newlines are tokens
+    of their own (vLLM's processors look them up by text)."""
+    from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
     named = named or {}
-    every_special = list(dict.fromkeys([*specials, *named.values()]))
-    bpe = Tokenizer(models.BPE(unk_token=tokens.get("unk_token")))
-    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    bpe.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=420, special_tokens=every_special, show_progress=False,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    bpe.train_from_iterator(CORPUS, trainer)
+    unknown = tokens.get("unk_token") or "<unk>"
+    every_special = list(dict.fromkeys([*specials, unknown, *named.values()]))
+    vocab = {token: index for index, token in enumerate(dict.fromkeys([*every_special, *WORDS, *PUNCTUATION,
+                                                                        *INPUT_ONLY]))}
+    words = Tokenizer(models.WordLevel(vocab, unk_token=unknown))
+    words.pre_tokenizer = pre_tokenizers.Whitespace()  # words and runs of punctuation
+    # words joined by spaces, none before punctuation (cleanup) or a newline (marked as a "##" continuation)
+    words.decoder = decoders.Sequence([decoders.Replace(Regex("\\A\n"), "##\n"),
+                                       decoders.WordPiece(prefix="##", cleanup=True),
+                                       decoders.Replace("##\n", "\n")])  # the first token keeps its mark
+    words.add_special_tokens([AddedToken(token, special=True, normalized=False) for token in every_special])
+    words.add_tokens([AddedToken(newline, normalized=False) for newline in NEWLINES])
     extra: Any = named or [t for t in every_special if t not in tokens.values()]
-    return PreTrainedTokenizerFast(tokenizer_object=bpe, extra_special_tokens=extra, **tokens)
+    return PreTrainedTokenizerFast(tokenizer_object=words, extra_special_tokens=extra, **tokens)
 
 
 def _template(turn_open: str, turn_end: str, image: str, generation: str, bos: str = "",
@@ -87,7 +108,7 @@ def _vocab(tokenizer: Any, extra: int = 0) -> int:
 
 def _llama_text(tokenizer: Any) -> dict[str, Any]:
     return dict(model_type="llama", vocab_size=_vocab(tokenizer), hidden_size=64, intermediate_size=128,
-                num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1,
                 max_position_embeddings=TINY_CONTEXT,
                 bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
                 pad_token_id=tokenizer.pad_token_id)
@@ -129,7 +150,7 @@ def _build_paligemma() -> tuple[Any, Any]:
                            num_hidden_layers=1, num_attention_heads=2, image_size=32, patch_size=8,
                            projection_dim=64),
         text_config=dict(model_type="gemma", vocab_size=vocab, hidden_size=64, intermediate_size=128,
-                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=1, head_dim=16,
+                         num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1, head_dim=32,
                          max_position_embeddings=TINY_CONTEXT, bos_token_id=tok.bos_token_id,
                          eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id),
         image_token_index=tok.image_token_id, projection_dim=64, hidden_size=64, vocab_size=vocab)
@@ -174,7 +195,7 @@ def _build_mllama() -> tuple[Any, Any]:
                            supported_aspect_ratios=[[1, 1], [1, 2], [2, 1]], intermediate_layers_indices=[0, 1],
                            vision_output_dim=32 * 3),  # hidden × (1 + intermediate layers)
         text_config=dict(vocab_size=_vocab(tok, 1), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, cross_attention_layers=[1],
+                         num_attention_heads=2, num_key_value_heads=1, cross_attention_layers=[1],
                          max_position_embeddings=TINY_CONTEXT, bos_token_id=tok.bos_token_id,
                          eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id),
         image_token_index=tok.convert_tokens_to_ids("<|image|>"))
@@ -196,7 +217,7 @@ def _build_gemma3() -> tuple[Any, Any]:
         vision_config=dict(model_type="siglip_vision_model", hidden_size=32, intermediate_size=64,
                            num_hidden_layers=1, num_attention_heads=2, image_size=32, patch_size=8),
         text_config=dict(vocab_size=_vocab(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=1, head_dim=16, query_pre_attn_scalar=16,
+                         num_attention_heads=2, num_key_value_heads=1, head_dim=32, query_pre_attn_scalar=32,
                          sliding_window=64, layer_types=["sliding_attention", "full_attention"],
                          max_position_embeddings=TINY_CONTEXT, bos_token_id=tok.bos_token_id,
                          eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id),
@@ -213,10 +234,10 @@ def _qwen_parts() -> tuple[Any, str, dict[str, Any], dict[str, Any]]:
                          "<|vision_start|><|image_pad|><|vision_end|>", "<|im_start|>assistant\n",
                          system="You are a helpful assistant.")
     ids = tok.convert_tokens_to_ids
-    # M-RoPE: the sections sum to head_dim / 2 = (64 / 4) / 2 = 8.
+    # M-RoPE: the sections sum to head_dim / 2 = (64 / 2) / 2 = 16.
     text = dict(vocab_size=_vocab(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=TINY_CONTEXT,
-                rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3, 3]},
+                num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=TINY_CONTEXT,
+                rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [4, 6, 6]},
                 bos_token_id=ids("<|endoftext|>"), eos_token_id=ids("<|im_end|>"), pad_token_id=ids("<|endoftext|>"))
     vision_ids = dict(image_token_id=ids("<|image_pad|>"), video_token_id=ids("<|video_pad|>"),
                       vision_start_token_id=ids("<|vision_start|>"), vision_end_token_id=ids("<|vision_end|>"))
@@ -286,7 +307,7 @@ def _build_internvl() -> tuple[Any, Any]:
         vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
                            image_size=[32, 32], patch_size=[8, 8]),
         text_config=dict(model_type="qwen2", vocab_size=_vocab(tok), hidden_size=64, intermediate_size=128,
-                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                         num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1,
                          max_position_embeddings=TINY_CONTEXT, eos_token_id=tok.eos_token_id,
                          pad_token_id=tok.pad_token_id),
         image_token_id=tok.context_image_token_id, image_seq_length=4, downsample_ratio=0.5)
@@ -319,8 +340,15 @@ def _wake_zero_tensors(model: Any) -> None:
                     param.normal_(0.0, 0.02)
 
 
+def _not_words(tokenizer: Any, rows: int) -> list[int]:
+    """The output ids that are not a word or punctuation mark of the vocabulary (the end token is kept)."""
+    allowed = set(tokenizer.convert_tokens_to_ids([*WORDS, *PUNCTUATION])) | {tokenizer.eos_token_id}
+    return [index for index in range(rows) if index not in allowed]
+
+
 def build_checkpoint(family: str, directory: Path) -> Path:
-    """Build one tiny checkpoint into `directory` (seeded, so builds are reproducible)."""
+    """Build one tiny checkpoint into `directory` (seeded, so builds are reproducible). It is written beside
+    it first and then moved in, so a process reading an older build never sees half of a new one."""
     import torch
 
     torch.manual_seed(0)
@@ -331,12 +359,31 @@ def build_checkpoint(family: str, directory: Path) -> Path:
     generation.bos_token_id = tok.bos_token_id
     generation.eos_token_id = tok.eos_token_id
     generation.pad_token_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-    directory.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(directory)
-    processor.save_pretrained(directory)
+    # Answers are words: every other row of the output layer (special and image tokens, newlines, PaliGemma's
+    # <loc>/<seg> tokens, the padding rows) is never picked, or its word would decode to nothing or to markup
+    generation.suppress_tokens = _not_words(tok, model.get_output_embeddings().weight.shape[0])
+    generation.repetition_penalty = REPETITION_PENALTY
+    generation.sequence_bias = [[[tok.eos_token_id], END_BIAS]]
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    building = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
+    model.save_pretrained(building)
+    processor.save_pretrained(building)
     params = sum(p.numel() for p in model.parameters())
-    (directory / "tiny_info.json").write_text(json.dumps({"family": family, "params": params}))
+    (building / INFO).write_text(json.dumps({"family": family, "params": params, "format": TINY_FORMAT}))
+    old = directory.parent / f"{building.name}.old"
+    if directory.exists():
+        directory.rename(old)
+    building.rename(directory)
+    shutil.rmtree(old, ignore_errors=True)
     return directory
+
+
+def is_current(directory: Path) -> bool:
+    """Whether `directory` holds a finished checkpoint of this module's format."""
+    try:
+        return json.loads((directory / INFO).read_text()).get("format") == TINY_FORMAT
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def tiny_spec(family: str) -> dict[str, Any]:
@@ -352,16 +399,17 @@ def tiny_spec(family: str) -> dict[str, Any]:
         "dtype": "float32",
         "multi_image": multi_image,
         "languages": ["en"],
-        "languages_note": "random weights: answers are gibberish by design",
+        "languages_note": "random weights: answers are word salad by design",
         "licence": "apache-2.0",
         "tiny": True,
         "budget": TINY_BUDGETS.get(family, {"context_tokens": TINY_CONTEXT}),
-        "notes": f"Random-weight demo of the {stands_for} architecture, built offline; answers are gibberish.",
+        "notes": f"Random-weight demo of the {stands_for} architecture, built offline; answers are random word salad.",
     }
 
 
 def build_tiny_models(out_dir: str | Path, families: list[str] | None = None, force: bool = False) -> Path:
-    """Build the tiny checkpoints that are missing and write `out_dir/models.yaml`; return its path."""
+    """Build the tiny checkpoints that are missing or of an older format, and write `out_dir/models.yaml`;
+    return its path."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from transformers.utils import logging
 
@@ -370,10 +418,10 @@ def build_tiny_models(out_dir: str | Path, families: list[str] | None = None, fo
     chosen = families or list(BUILDERS)
     for family in chosen:
         target = out / family
-        if force or not (target / "tiny_info.json").exists():
+        if force or not is_current(target):
             build_checkpoint(family, target)
     catalogue = {"models": [tiny_spec(family) for family in chosen]}
     path = out / "models.yaml"
-    header = "# Tiny random-weight checkpoints built by `vlm-playground tiny-models`; answers are gibberish.\n"
+    header = "# Tiny random-weight checkpoints built by `vlm-playground tiny-models`; answers are random word salad.\n"
     path.write_text(header + yaml.safe_dump(catalogue, sort_keys=False, allow_unicode=True))
     return path
