@@ -15,12 +15,14 @@ from sqlalchemy import Connection, DateTime, Engine, Select, Text, cast, select,
 from sqlmodel import col
 
 from app.storage.db import READ_ONLY_OPTION
-from app.storage.tables import Comparison, ComparisonImage, Output, Rating, as_utc
+from app.storage.tables import Battle, Comparison, ComparisonImage, Output, Rating, as_utc
 
 COLUMNS = (
     "rating_id", "rated_at", "rater", "comparison_id", "prompt", "images", "model", "repo",
-    "revision", "output", "score", "note", "ttft_s", "total_s", "tokens", "params",
+    "revision", "output", "score", "note", "ttft_s", "total_s", "tokens", "params", "blind",
 )  # fmt: skip
+# `blind`: 1 when the rating was given on a blind comparison, whose model names the page hides from each rater
+# until they rate; 0 otherwise, battles included (a battle's answers can be rated only after its vote named them).
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r", "\n", "\uff1d", "\uff0b", "\uff0d", "\uff20")  # ＝＋－＠
 FORMULA_SIGNS = ("=", "+", "-", "@", "\uff1d", "\uff0b", "\uff0d", "\uff20")
 _FIRST_SIGNS = frozenset(FORMULA_STARTS)  # every formula start is one character
@@ -102,11 +104,13 @@ def _query(model: str | None, since: datetime | None, until: datetime | None) ->
             col(Rating.id), type_coerce(col(Rating.updated_at), DateTime), col(Rating.rater), col(Comparison.id),
             col(Comparison.prompt), col(Output.model), col(Output.repo), col(Output.revision), col(Output.text),
             col(Rating.score), col(Rating.note), col(Output.ttft_s), col(Output.total_s), col(Output.tokens),
-            cast(col(Comparison.params), Text), cast(col(Output.params), Text),
+            cast(col(Comparison.params), Text), cast(col(Output.params), Text), col(Comparison.blind),
+            col(Battle.id),
         )
         .select_from(Rating)
         .join(Output, col(Output.id) == col(Rating.output_id))
         .join(Comparison, col(Comparison.id) == col(Output.comparison_id))
+        .outerjoin(Battle, col(Battle.comparison_id) == col(Comparison.id))
         .order_by(col(Rating.id))
     )  # fmt: skip
     if model is not None:
@@ -138,12 +142,12 @@ def _records(engine: Engine, model: str | None, since: datetime | None, until: d
         for batch in result.partitions():
             images = _images_cells(connection, {row[3] for row in batch}, images)
             for (rating_id, rated_at, rater, comparison_id, prompt, model_id, repo, revision, text, score, note,
-                 ttft_s, total_s, tokens, comparison_params, output_params) in batch:  # fmt: skip
+                 ttft_s, total_s, tokens, comparison_params, output_params, blind, battle) in batch:  # fmt: skip
                 yield [
                     rating_id, _naive_utc_timestamp(rated_at), _text(rater), comparison_id, _text(prompt),
                     images[comparison_id], _text(model_id), _text(repo), _text(revision), _text(text), score,
                     _text(note), _cell(ttft_s), _cell(total_s), _cell(tokens),
-                    _params_cell(comparison_params, output_params),
+                    _params_cell(comparison_params, output_params), 1 if blind and battle is None else 0,
                 ]  # fmt: skip
 
 

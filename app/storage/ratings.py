@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Table, bindparam, func, update
+from sqlalchemy import Connection, Engine, Table, Text, bindparam, func, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
@@ -25,10 +25,11 @@ from app.storage.tables import (
 
 RATINGS: Table = Rating.__table__  # type: ignore[attr-defined]
 NOW = bindparam("now", type_=UTCDateTime())  # one time for created_at and updated_at
-_SAVED = (RATINGS.c.id, RATINGS.c.created_at, RATINGS.c.updated_at)
+NOTE = bindparam("text", type_=Text())  # None: keep the note the rating has (a new one gets "")
+_SAVED = (RATINGS.c.id, RATINGS.c.created_at, RATINGS.c.updated_at, RATINGS.c.note)
 _REPLACE = (update(RATINGS)
             .where(RATINGS.c.output_id == bindparam("output"), RATINGS.c.rater == bindparam("by"))
-            .values(score=bindparam("stars"), note=bindparam("text"), updated_at=NOW)
+            .values(score=bindparam("stars"), note=func.coalesce(NOTE, RATINGS.c.note), updated_at=NOW)
             .returning(*_SAVED))
 
 
@@ -36,18 +37,19 @@ def _insert(dialect: Any) -> Any:
     """INSERT ... ON CONFLICT (output_id, rater) DO UPDATE, in the dialect's own construct."""
     statement = dialect.insert(RATINGS).values(
         output_id=bindparam("output"), rater=bindparam("by"), score=bindparam("stars"),
-        note=bindparam("text"), created_at=NOW, updated_at=NOW)
+        note=func.coalesce(NOTE, ""), created_at=NOW, updated_at=NOW)
     return statement.on_conflict_do_update(
         index_elements=[RATINGS.c.output_id, RATINGS.c.rater],
-        set_={"score": statement.excluded.score, "note": statement.excluded.note,
+        set_={"score": statement.excluded.score, "note": func.coalesce(NOTE, RATINGS.c.note),
               "updated_at": statement.excluded.updated_at}).returning(*_SAVED)
 
 
 _INSERTS = {"sqlite": _insert(sqlite), "postgresql": _insert(postgresql)}
 
 
-def rate(engine: Engine, output_id: int, score: int, note: str = "", rater: str = "") -> tuple[Rating, bool]:
-    """Save a rater's score (1–5) and note for an output, replacing that rater's earlier one.
+def rate(engine: Engine, output_id: int, score: int, note: str | None = None, rater: str = "") -> tuple[Rating, bool]:
+    """Save a rater's score (1–5) and note for an output, replacing that rater's earlier one. A note of
+    None keeps the note the rater gave before (none: ""); only a given note, "" included, replaces it.
 
     Returns the rating and whether it is new, once it is committed. Raises ValueError naming the field and
     its limit, LookupError for an unknown output.
@@ -59,7 +61,8 @@ def rate(engine: Engine, output_id: int, score: int, note: str = "", rater: str 
     with the file's full durability, but one fsync serves them all.
     """
     check_score(score)
-    check_text("note", note, max_chars=NOTE_MAX_CHARS)
+    if note is not None:
+        check_text("note", note, max_chars=NOTE_MAX_CHARS)
     check_text("rater", rater)
     now = utcnow()
     pending = _Pending({"output": output_id, "by": rater, "stars": score, "text": note, "now": now})
@@ -73,7 +76,7 @@ def rate(engine: Engine, output_id: int, score: int, note: str = "", rater: str 
     if pending.error is not None:
         raise pending.error
     saved = pending.saved
-    rating = Rating(id=saved.id, output_id=output_id, score=score, note=note, rater=rater,
+    rating = Rating(id=saved.id, output_id=output_id, score=score, note=saved.note, rater=rater,
                     created_at=saved.created_at, updated_at=saved.updated_at)
     return rating, pending.created
 
@@ -166,7 +169,7 @@ def _save(connection: Connection, values: dict[str, Any]) -> tuple[Any, bool]:
     return saved, saved.created_at == values["now"]  # else another writer's row, which this replaced
 
 
-def rate_unless_hidden(engine: Engine, output_id: int, score: int, note: str = "",
+def rate_unless_hidden(engine: Engine, output_id: int, score: int, note: str | None = None,
                        rater: str = "") -> tuple[Rating, bool] | None:
     """`rate`, unless the output is a panel of a battle without a vote (`battles.output_hidden`): then None.
     One call for a request to make in its worker thread."""

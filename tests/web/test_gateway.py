@@ -62,12 +62,6 @@ def test_unknown_model_is_404(client):
     assert caught.value.status_code == 404 and "nope" in str(caught.value)
 
 
-def test_prompt_without_an_image_is_422(client):
-    with pytest.raises(APIStatusError) as caught:
-        client.chat.completions.create(model="tiny-llava", messages=messages(), max_tokens=2)
-    assert caught.value.status_code == 422 and "at least one image" in str(caught.value)
-
-
 def test_remote_urls_are_not_fetched(client):
     part = {"type": "image_url", "image_url": {"url": "http://127.0.0.1:9/x.png"}}
     with pytest.raises(APIStatusError) as caught:

@@ -148,11 +148,12 @@ async def get_comparison(engine: EngineDep, comparison_id: RowId) -> dict[str, A
              responses={200: {"model": RatingOut, "description": "the rater's earlier rating, replaced"},
                         **NOT_FOUND, 422: REFUSALS[422]})
 async def rate_output(request: Request, engine: EngineDep, output_id: RowId, rating: RatingIn) -> JSONResponse:
-    """One rating per output and rater: rating again as the same rater replaces it (200)."""
+    """One rating per output and rater: rating again as the same rater replaces it (200). Without `note` the
+    earlier note is kept; a given note, "" included, replaces it."""
     rater = rater_of(request, rating.rater)
+    note = rating.note if "note" in rating.model_fields_set else None
     try:
-        outcome = await asyncio.to_thread(ratings.rate_unless_hidden, engine, output_id, rating.score, rating.note,
-                                          rater)
+        outcome = await asyncio.to_thread(ratings.rate_unless_hidden, engine, output_id, rating.score, note, rater)
     except LookupError:
         raise HTTPException(404, f"output {output_id} not found") from None
     except ValueError as exc:

@@ -60,7 +60,7 @@ async def models(request: Request) -> dict[str, Any]:
 
 @router.post("/chat/completions", response_model=None)
 async def chat_completions(request: Request) -> JSONResponse | EventSourceResponse:
-    """OpenAI chat completions with `image_url` data URLs; `stream` true or false."""
+    """OpenAI chat completions with `image_url` data URLs, or text alone; `stream` true or false."""
     state = services(request)
     body = await request.body()
     try:  # in a thread: checking decodes every image (once), and prepares it for the model
@@ -145,14 +145,15 @@ def _checked(body: bytes, state: Services) -> tuple[ChatRequest, CheckedChat]:
     wanted = chat_input(chat)
     check_prompt(wanted.prompt, limits)
     prepared = Downsizer([state.catalog.get(chat.model)], state.runner.shared)
-    try:
-        check_images([Upload(f"image {i + 1}", part.data) for i, part in enumerate(wanted.images)], limits,
-                     prepare=prepared)
-    except BaseException:
-        prepared.release()
-        raise
-    finally:
-        give_back()
+    if wanted.images:  # text-only messages go on as they are: the model answers them or says why it cannot
+        try:
+            check_images([Upload(f"image {i + 1}", part.data) for i, part in enumerate(wanted.images)], limits,
+                         prepare=prepared)
+        except BaseException:
+            prepared.release()
+            raise
+        finally:
+            give_back()
     generation = GenerationParams(max_new_tokens=params["max_new_tokens"], temperature=params["temperature"],
                                   top_p=params["top_p"], seed=params["seed"])
     return chat, CheckedChat(wanted.prompt, generation, prepared)

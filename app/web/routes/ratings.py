@@ -28,7 +28,7 @@ class Saved(NamedTuple):
     comparison: dict[str, Any] | None = None
 
 
-def save_from_page(engine: Any, output_id: int, score: int | None, note: str, rater: str, error: str | None,
+def save_from_page(engine: Any, output_id: int, score: int | None, note: str | None, rater: str, error: str | None,
                    fragment: bool) -> Saved:
     """The page's rating in one worker-thread call: find the output and its battle, save the score unless the
     form was refused already (`error`), and read the comparison back (with this rater's ratings only, all
@@ -56,11 +56,12 @@ def save_from_page(engine: Any, output_id: int, score: int | None, note: str, ra
 
 @router.post("/outputs/{output_id}/rating", response_class=HTMLResponse)
 async def rate_output(request: Request, output_id: RowId) -> Response:
-    """Save the current rater's score and note; the rating form comes back saying "saved" (422 naming the field)."""
+    """Save the current rater's score and note; the rating form comes back saying "saved" (422 naming the field).
+    A form without a `note` field (a click on a star alone) keeps the note saved before."""
     engine = services(request).engine
     form = await request.form()
     rater = current_rater(request, form.get("rater"))
-    raw_score, note = form.get("score"), form.get("note") or ""
+    raw_score, note = form.get("score"), form.get("note")
     error, score = None, None
     if raw_score in (None, ""):
         error = "score: pick from 1 to 5 stars"
@@ -69,9 +70,9 @@ async def rate_output(request: Request, output_id: RowId) -> Response:
             score = int(str(raw_score))
         except ValueError:
             error = f"score: must be a whole number from 1 to 5 (got {str(raw_score)[:20]!r})"
-    if not isinstance(note, str):
+    if note is not None and not isinstance(note, str):
         error = "note: must be text"
-    saved = await asyncio.to_thread(save_from_page, engine, output_id, score, note if isinstance(note, str) else "",
+    saved = await asyncio.to_thread(save_from_page, engine, output_id, score, note if isinstance(note, str) else None,
                                     rater, error, is_htmx(request))
     if saved.comparison_id is None:
         raise HTTPException(404, f"output {output_id} not found")
@@ -88,7 +89,9 @@ async def rate_output(request: Request, output_id: RowId) -> Response:
         raise HTTPException(404, f"comparison {saved.comparison_id} not found")
     panel = next(p for p in panels_view(request, saved.comparison, rater) if p["id"] == output_id)
     if error is not None:
-        panel["rating"] = {"score": score if score in range(1, 6) else None, "note": str(note)}
+        kept = (panel.get("rating") or {}).get("note", "")
+        panel["rating"] = {"score": score if score in range(1, 6) else None,
+                           "note": note if isinstance(note, str) else kept}
     context = {"p": panel, "saved": error is None, "rating_error": error, "reveal_oob": error is None}
     response = templates.TemplateResponse(request, "_rating.html", context, status_code=422 if error else 200)
     remember_rater(response, rater)
