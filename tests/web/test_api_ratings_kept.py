@@ -39,7 +39,8 @@ def test_rerating_without_a_note_keeps_the_note_and_only_a_given_note_replaces_i
     assert again.status_code == 200 and again.json()["score"] == 2
     assert again.json()["note"] == "sharp, but misses the dog"
     assert stored_notes(live_server, comparison["id"]) == {"kim": "sharp, but misses the dog"}
-    assert rate(live_server, output_id, score=3, note="changed my mind", rater="kim").json()["note"] == "changed my mind"
+    replaced = rate(live_server, output_id, score=3, note="changed my mind", rater="kim")
+    assert replaced.json()["note"] == "changed my mind"
     assert rate(live_server, output_id, score=3, note="", rater="kim").json()["note"] == "", "an empty note clears"
     assert stored_notes(live_server, comparison["id"]) == {"kim": ""}
     assert rate(live_server, output_id, score=5, rater="lee").json()["note"] == "", "a first rating without one"
