@@ -28,6 +28,10 @@ class ModelLoadError(RuntimeError):
     """A model that cannot be loaded; the message says why in words a person can act on."""
 
 
+class ParkError(RuntimeError):
+    """A model whose weights cannot be parked in host memory (the pool unloads it instead)."""
+
+
 class Adapter(ABC):
     """A loaded model of one family. Subclasses implement `load` and `_generate`, and `fit` where the
     family's images cost tokens that can overflow its context."""
@@ -42,6 +46,47 @@ class Adapter(ABC):
     @abstractmethod
     def load(cls, spec: ModelSpec, device: str) -> Adapter:
         """Load weights and processor for `spec` onto `device`."""
+
+    # --- parking: an evicted model's weights kept warm in host memory -------------------------------
+
+    def weight_bytes(self) -> int:
+        """Bytes of the model's parameters and buffers (what parking keeps in host memory)."""
+        model = getattr(self, "model", None)
+        if model is None or not hasattr(model, "parameters"):
+            return 0
+        tensors = [*model.parameters(), *model.buffers()]
+        return sum(t.numel() * t.element_size() for t in tensors)
+
+    def park(self) -> int:
+        """Move the weights to host memory — page-locked on a GPU, so that `unpark` is one fast copy — and
+        return the bytes kept there. On a CPU they are in host memory already: nothing moves. Raises
+        ParkError where the model cannot move as a whole (spread over devices by a device map, or
+        quantised weights that live on their device)."""
+        model = getattr(self, "model", None)
+        if model is None or not hasattr(model, "to"):
+            raise ParkError(f"{self.spec.id}: its adapter holds no single module to move")
+        if self.device.startswith("cuda"):
+            if len(set(getattr(model, "hf_device_map", {}).values())) > 1:
+                raise ParkError(f"{self.spec.id} is spread over several devices by its device map")
+            try:
+                model.to("cpu")
+                import torch
+
+                with torch.no_grad():
+                    for tensor in [*model.parameters(), *model.buffers()]:
+                        tensor.data = tensor.data.pin_memory()
+            except (ValueError, RuntimeError, TypeError) as exc:  # 4/8-bit weights refuse .to()
+                model.to(self.device)
+                raise ParkError(f"{self.spec.id} cannot leave its device: {exc}") from exc
+        return self.weight_bytes()
+
+    def unpark(self) -> None:
+        """Bring parked weights back onto the device (a host-to-device copy; nothing on a CPU)."""
+        if self.device.startswith("cuda"):
+            import torch
+
+            getattr(self, "model").to(self.device, non_blocking=True)  # noqa: B009  (subclasses hold it)
+            torch.cuda.synchronize()
 
     def prepare(self, images: list[Image.Image], prompt: str, params: GenerationParams) -> Call:
         """The request as this model will run it: capabilities applied, images fitted to the budget.

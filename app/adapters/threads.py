@@ -52,15 +52,21 @@ class JobThread:
     def _loop(self) -> None:
         while True:
             future, call = self._jobs.get()
-            try:
-                if future.set_running_or_notify_cancel():
-                    try:
-                        future.set_result(call())
-                    except BaseException as exc:  # handed to whoever waits on the future
-                        future.set_exception(exc)
-            finally:
-                with self._count_lock:
-                    self._pending -= 1
+            result: Any = None
+            error: BaseException | None = None
+            running = future.set_running_or_notify_cancel()
+            if running:
+                try:
+                    result = call()
+                except BaseException as exc:  # handed to whoever waits on the future
+                    error = exc
+            with self._count_lock:  # before the future resolves: whoever it wakes sees the call finished
+                self._pending -= 1
+            if running:
+                if error is not None:
+                    future.set_exception(error)
+                else:
+                    future.set_result(result)
 
 
 class ComputeThreads:

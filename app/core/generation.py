@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -94,7 +94,7 @@ class StreamClock:
 Timed = tuple[Piece, float | None, float]  # a piece, the time to first text, the time so far
 
 
-async def timed(pieces: AsyncIterator[Piece]) -> AsyncIterator[Timed]:
+async def timed(pieces: AsyncIterator[Piece]) -> AsyncGenerator[Timed, None]:
     """Each piece of a streamed answer with the time to its first text and the time so far."""
     clock = StreamClock()
     async for piece in pieces:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import functools
 import json
 import re
@@ -247,10 +248,12 @@ async def whole_answer(answer: AsyncIterator[Timed], writer: ChunkWriter, failur
 
     pieces: list[str] = []
     try:
-        async for piece, first, elapsed in answer:
-            if isinstance(piece, Finish):
-                return JSONResponse(writer.completion("".join(pieces), piece, first, elapsed))
-            pieces.append(piece)
+        # closed before the reply goes: the answer's turn on its model ends first, not when it is collected
+        async with contextlib.aclosing(answer) if hasattr(answer, "aclose") else contextlib.nullcontext():  # type: ignore[type-var]
+            async for piece, first, elapsed in answer:
+                if isinstance(piece, Finish):
+                    return JSONResponse(writer.completion("".join(pieces), piece, first, elapsed))
+                pieces.append(piece)
     except Exception as exc:
         status = getattr(exc, "status", None)
         if isinstance(status, int) and 400 <= status < 500:  # the model's server refused the request itself

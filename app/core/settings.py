@@ -75,6 +75,9 @@ class Settings(BaseSettings):
     cpu_budget_gb: float = Field(8.0, gt=0, description="the budget when there is no GPU")
     overhead_gb: float | None = Field(None, ge=0, description="memory added to each model's plan for its "
                                       "process; default: what each runtime's worker measured at start-up")
+    warm_budget_gb: float | None = Field(None, ge=0, description="host memory in which evicted models keep their "
+                                         "weights warm (parked), so a swap back is a copy, not a load; default: "
+                                         "on a GPU half the host memory available at start-up, on a CPU 0")
     swap_patience: int = Field(4, ge=0, description="answers to resident models that may go ahead of a request "
                                                      "waiting for memory to load another")
     spare_workers: int = Field(1, ge=0, le=1, description="keep a prepared worker process per runtime, so a "

@@ -29,7 +29,7 @@ from app.pool.turns import Position, Turns
 
 log = logging.getLogger("vlm_playground.pool")
 __all__ = ["Busy", "ModelPool", "ModelState", "PoolError", "ResidentState", "TooLarge", "TooManyWaiting",
-           "Unavailable", "detect_budget_gb"]
+           "Unavailable", "detect_budget_gb", "detect_warm_budget_gb"]
 STOP_GRACE_S = 5.0  # how long a worker may take to stop an answer that ran past the time limit
 
 
@@ -39,6 +39,7 @@ class ResidentState(StrEnum):
     LOADING = "loading"
     READY = "ready"
     BUSY = "busy"
+    PARKED = "parked"  # evicted, its weights kept warm in host memory by its own process
 
 
 class ModelState(StrEnum):
@@ -46,6 +47,7 @@ class ModelState(StrEnum):
 
     RESIDENT = "resident"
     LOADING = "loading"
+    PARKED = "parked"
     FITS = "fits"
     EVICTS = "evicts"
     TOO_LARGE = "too large"
@@ -65,6 +67,8 @@ class Resident:
     worker: WorkerHandle | None = None
     ready: asyncio.Future[None] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
     watcher: asyncio.Task | None = None
+    host_gb: float = 0.0  # while parked: the weights it keeps in host memory (the warm budget)
+    parking: asyncio.Task | None = None  # its move to host memory, while that runs
 
 
 @dataclass(eq=False)
@@ -90,6 +94,8 @@ class Counters:
     evictions: int = 0
     load_failures: int = 0
     crashes: int = 0
+    parks: int = 0
+    unparks: int = 0
 
 
 class ModelPool:
@@ -98,10 +104,11 @@ class ModelPool:
     def __init__(self, catalog: Catalog, launcher: Launcher, budget_gb: float, sizes: SizeBook | None = None,
                  wait_timeout_s: float = 120.0, retry_after_s: float = 30.0, idle_timeout_s: float | None = None,
                  queue_timeout_s: float = 120.0, max_queued_per_client: int = 4, swap_patience: int = 4,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 warm_budget_gb: float = 0.0, clock: Callable[[], float] = time.monotonic) -> None:
         self.catalog = catalog
         self.launcher = launcher
         self.budget_gb = budget_gb
+        self.warm_budget_gb = warm_budget_gb  # host memory for evicted models' weights, kept warm (parked)
         self.sizes = sizes or SizeBook()
         self.wait_timeout_s = wait_timeout_s
         self.retry_after_s = retry_after_s
@@ -137,6 +144,17 @@ class ModelPool:
         launcher's spare workers."""
         return (sum(r.planned_gb for r in self._resident.values()) + sum(self._draining.values())
                 + self.spares_gb())
+
+    def warm_used_gb(self) -> float:
+        """Host memory parked models keep their weights in (within `warm_budget_gb`)."""
+        return sum(r.host_gb for r in self._resident.values() if r.state == ResidentState.PARKED)
+
+    def _overhead_of(self, resident: Resident) -> float:
+        """What a model's process holds beyond its weights, in the budget's memory (a parked one keeps it)."""
+        measured = getattr(resident.worker, "overhead_gb", None)
+        planned = self.sizes.overhead_for(resident.spec.runtime)
+        return min(resident.planned_gb, measured if measured is not None and self.sizes.overhead_gb is None
+                   else planned)
 
     def spares_gb(self, runtime: str | None = None) -> float:
         """What the launcher's prepared spare workers hold (of one runtime, or all)."""
@@ -220,7 +238,15 @@ class ModelPool:
                     if self._closed:
                         raise Unavailable("the pool is shutting down")
                     resident = self._resident.get(spec.id)
-                    if resident is not None and not self._held_back(resident):
+                    if resident is not None and resident.state == ResidentState.PARKED:
+                        if not counted:
+                            self.counters.misses += 1
+                            counted = True
+                        if await self._unpark_locked(resident, planned):
+                            break
+                        if swap not in self._swap_waits:
+                            self._swap_waits.append(swap)
+                    elif resident is not None and not self._held_back(resident):
                         resident.leases += 1
                         if not counted:
                             self.counters.hits += resident.state == ResidentState.READY
@@ -234,13 +260,9 @@ class ModelPool:
                         resident = await self._start_load_locked(spec, planned)
                         if resident is not None:
                             break
-                        victims = self._victims(planned)
+                        victims = self._victims(planned, needs_process=spec.runtime)
                         if victims:  # evict, and reserve the room they leave in the same step
-                            for victim in victims:
-                                self._evict_locked(victim)
-                            # tasks: a requester that gives up must not leave an evicted worker half-stopped
-                            drains = [asyncio.create_task(self._drain(v)) for v in victims]
-                            resident = self._reserve_locked(spec, planned, after=drains)
+                            resident = self._reserve_locked(spec, planned, after=self._evict_all_locked(victims))
                             break
                         if swap not in self._swap_waits:
                             self._swap_waits.append(swap)  # waits for room: answers that pass it are counted
@@ -262,12 +284,102 @@ class ModelPool:
         resident.last_used = self.clock()
         return resident
 
+    async def _unpark_locked(self, resident: Resident, planned: float) -> bool:
+        """Start bringing a parked model back (evicting others to make room); False while it cannot yet.
+        Its process is there already, so spares are stopped where it needs their memory."""
+        if resident.parking is not None and not resident.parking.done():
+            return False  # still moving to host memory: wait for that first
+        extra = planned - resident.planned_gb  # its process's share is counted already
+        after: list[asyncio.Task] = []
+        if self.used_gb() + extra > self.budget_gb:
+            host_gb, resident.host_gb = resident.host_gb, 0.0  # its warm share is free once it is back
+            victims = self._victims(extra, exclude=resident)
+            if not victims and self.used_gb() - self.spares_gb() + extra > self.budget_gb:
+                resident.host_gb = host_gb
+                return False
+            release = getattr(self.launcher, "release_spares", None)
+            if release is not None:
+                await release()
+            after = self._evict_all_locked(victims)
+        resident.state, resident.planned_gb, resident.host_gb = ResidentState.LOADING, planned, 0.0
+        resident.ready = asyncio.get_running_loop().create_future()
+        resident.leases += 1
+
+        async def unpark() -> None:
+            if after:
+                await asyncio.gather(*after, return_exceptions=True)
+            await self._unpark(resident)
+
+        asyncio.create_task(unpark())
+        return True
+
+    async def _unpark(self, resident: Resident) -> None:
+        assert resident.worker is not None
+        try:
+            await resident.worker.unpark()  # type: ignore[attr-defined]
+        except BaseException as exc:
+            message = str(exc) if isinstance(exc, LoadError) else f"{type(exc).__name__}: {exc}"
+            async with self._lock:
+                if self._resident.get(resident.spec.id) is resident:
+                    self._evict_locked(resident)
+                    self.counters.evictions -= 1
+            resident.ready.set_exception(Unavailable(f"{resident.spec.id} failed to come back from host memory: "
+                                                     f"{message}"))
+            resident.ready.exception()
+            await self._drain(resident, reuse=False)
+            return
+        resident.state = ResidentState.READY
+        self.counters.unparks += 1
+        resident.ready.set_result(None)
+        self._signal()
+
+    def _evict_all_locked(self, victims: list[tuple[Resident, bool]]) -> list[asyncio.Task]:
+        """Evict each victim — parked (weights kept in host memory) or dropped — and return the tasks that
+        free their memory (tasks: a requester that gives up must not leave a worker half-stopped)."""
+        tasks = []
+        for victim, park in victims:
+            if park:
+                tasks.append(self._park_locked(victim))
+            else:
+                self._evict_locked(victim)
+                tasks.append(asyncio.create_task(self._drain(victim)))
+        return tasks
+
+    def _park_locked(self, resident: Resident) -> asyncio.Task:
+        """Park an idle ready model: from now it counts its process's overhead in the budget and its weights
+        in the warm budget (an estimate until the worker reports them)."""
+        overhead = self._overhead_of(resident)
+        resident.state, resident.host_gb = ResidentState.PARKED, resident.planned_gb - overhead
+        resident.planned_gb = overhead
+        self.counters.evictions += 1
+        resident.parking = asyncio.create_task(self._park(resident))
+        return resident.parking
+
+    async def _park(self, resident: Resident) -> None:
+        assert resident.worker is not None
+        with contextlib.suppress(Exception):
+            await resident.worker.measure_gb()
+            if resident.worker.measured_gb:
+                await asyncio.to_thread(self.sizes.record, resident.spec.id, resident.worker.measured_gb)
+        host_gb = await resident.worker.park()  # type: ignore[attr-defined]
+        async with self._lock:
+            if self._resident.get(resident.spec.id) is not resident:
+                return  # its process exited meanwhile (the watcher removed it)
+            if host_gb is None:  # it cannot park: unload it after all
+                self._evict_locked(resident)
+                self.counters.evictions -= 1
+            else:
+                resident.host_gb = host_gb
+                self.counters.parks += 1
+                self._signal()
+                return
+        await self._drain(resident)
+
     async def _start_load_locked(self, spec: ModelSpec, planned: float) -> Resident | None:
         """Reserve the memory and start loading `spec` if it fits now (its runtime's spare becomes its
         process; other runtimes' spares are stopped if that makes it fit); None when it does not fit."""
-        used = self.used_gb() - self.spares_gb(spec.runtime)
-        if used + planned > self.budget_gb:
-            if used - self.spares_gb() + planned > self.budget_gb:
+        if self.used_gb() - self.spares_gb(spec.runtime) + planned > self.budget_gb:
+            if self.used_gb() - self.spares_gb() + planned > self.budget_gb:
                 return None
             await self.launcher.release_spares(keep=spec.runtime)  # type: ignore[attr-defined]
         return self._reserve_locked(spec, planned)
@@ -297,7 +409,7 @@ class ModelPool:
 
     def _would_evict(self, planned: float) -> list[Resident]:
         """The residents a load of `planned` GB would evict once their answers end (LRU order, unpinned)."""
-        return self._least_recent(planned, idle_only=False)[0]
+        return [resident for resident, _ in self._least_recent(planned, idle_only=False)[0]]
 
     def _check_backoff(self, spec: ModelSpec) -> None:
         failure = self._failures.get(spec.id)
@@ -308,23 +420,64 @@ class ModelPool:
             raise Unavailable(f"{spec.id} failed to load: {failure.message} (next try in {wait:.0f} s)")
         del self._failures[spec.id]
 
-    def _victims(self, planned: float) -> list[Resident]:
-        """Idle, unpinned, ready models in LRU order, just enough to make room; none if they can't."""
-        chosen, enough = self._least_recent(planned, idle_only=True)
+    def _victims(self, planned: float, needs_process: str | None = None,
+                 exclude: Resident | None = None) -> list[tuple[Resident, bool]]:
+        """Idle, unpinned, ready or parked models in LRU order, just enough to make room, each with whether
+        it is parked rather than dropped; none if they can't make room."""
+        chosen, enough = self._least_recent(planned, idle_only=True, needs_process=needs_process, exclude=exclude)
         return chosen if enough else []
 
-    def _least_recent(self, planned: float, idle_only: bool) -> tuple[list[Resident], bool]:
-        """Ready, unpinned residents (without leases, if `idle_only`) in LRU order, just enough to make room
-        for `planned` GB, and whether they are enough."""
-        candidates = sorted((r for r in self._resident.values() if r.state == ResidentState.READY
-                             and not r.spec.preload and not (idle_only and r.leases)), key=lambda r: r.last_used)
+    def _least_recent(self, planned: float, idle_only: bool, needs_process: str | None = None,
+                      exclude: Resident | None = None) -> tuple[list[tuple[Resident, bool]], bool]:
+        """Ready (without leases, if `idle_only`) and parked unpinned residents in LRU order, just enough to make
+        room for `planned` GB, and whether they are enough.
+
+        A ready one is parked where the warm budget has room for its weights: it keeps its process (and
+        that process's overhead in the budget), so a later request copies the weights back instead of
+        loading them. Dropped instead: where the warm budget is full, and the first one of the runtime
+        `needs_process` when that runtime has no spare, since the load needs a process and reusing an
+        evicted one saves starting an interpreter. A parked one is dropped: its overhead and its weights'
+        host memory are freed (its process becomes the spare where none is left)."""
+        candidates = sorted((r for r in self._resident.values() if r is not exclude and not r.spec.preload and (
+            r.state == ResidentState.PARKED or (r.state == ResidentState.READY and not (idle_only and r.leases)))),
+            key=lambda r: r.last_used)
         need = self.used_gb() - self.spares_gb() + planned - self.budget_gb
-        chosen: list[Resident] = []
+        warm_free = self.warm_budget_gb - self.warm_used_gb()
+        has_spare = getattr(self.launcher, "has_spare", None)
+        process_wanted = needs_process is not None and has_spare is not None and not has_spare(needs_process)
+        chosen: list[tuple[Resident, bool]] = []
+        older_parked: list[Resident] = []  # parked before the one at hand, not dropped: room in the warm budget
         for resident in candidates:
             if need <= 1e-9:
                 break
-            chosen.append(resident)
-            need -= resident.planned_gb
+            if resident.state == ResidentState.PARKED:
+                if resident.parking is not None and not resident.parking.done():
+                    continue  # moving to host memory now: its device memory is being freed already
+                if resident.planned_gb <= 1e-9 and not (process_wanted and resident.spec.runtime == needs_process):
+                    older_parked.append(resident)  # dropping it frees no budget, only warm room
+                    continue
+                chosen.append((resident, False))
+                need -= resident.planned_gb
+                warm_free += resident.host_gb
+                process_wanted = process_wanted and resident.spec.runtime != needs_process
+                continue
+            overhead = self._overhead_of(resident)
+            weights = resident.planned_gb - overhead
+            reuse = process_wanted and resident.spec.runtime == needs_process and not resident.spec.trust_remote_code
+            park = not reuse and hasattr(resident.worker, "park") and weights <= self.warm_budget_gb
+            while park and warm_free + 1e-9 < weights and older_parked:  # older parked weights make way
+                dropped = older_parked.pop(0)
+                chosen.append((dropped, False))
+                need -= dropped.planned_gb
+                warm_free += dropped.host_gb
+            park = park and warm_free + 1e-9 >= weights
+            chosen.append((resident, park))
+            if park:
+                need -= weights
+                warm_free -= weights
+            else:
+                need -= resident.planned_gb
+                process_wanted = process_wanted and not reuse
         return chosen, need <= 1e-9
 
     def _busy_message(self, spec: ModelSpec, planned: float) -> str:
@@ -414,18 +567,23 @@ class ModelPool:
     def _keep_spare(self, runtime: str) -> None:
         """Have the launcher prepare a spare worker for `runtime` in the background, where it fits."""
         prepare = getattr(self.launcher, "prepare", None)
-        if prepare is None or self._closed or self.spares_gb(runtime):
+        has_spare = getattr(self.launcher, "has_spare", lambda runtime: bool(self.spares_gb(runtime)))
+        if prepare is None or self._closed or has_spare(runtime):
             return
         expected = getattr(self.launcher, "expected_overhead_gb", lambda runtime: None)(runtime)
-        if self.used_gb() + (expected if expected is not None else self.sizes.overhead_for(runtime)) \
-                <= self.budget_gb:
+        if expected is None or self.sizes.overhead_gb is not None:
+            expected = self.sizes.overhead_for(runtime)  # what the plan counts a spare at
+        if self.used_gb() + expected <= self.budget_gb:
             asyncio.create_task(prepare(runtime))
 
     async def evict(self, model_id: str) -> bool:
         """Evict one idle model now; False when it is not resident or in use."""
         async with self._lock:
             resident = self._resident.get(model_id)
-            if resident is None or resident.leases or resident.state != ResidentState.READY:
+            if resident is None or resident.leases or resident.state not in (ResidentState.READY,
+                                                                             ResidentState.PARKED):
+                return False
+            if resident.parking is not None and not resident.parking.done():
                 return False
             self._evict_locked(resident)
         await self._drain(resident)
@@ -502,9 +660,9 @@ class ModelPool:
             self._closed = True
             residents = list(self._resident.values())
             for resident in residents:
-                if resident.state == ResidentState.READY:
+                if resident.state in (ResidentState.READY, ResidentState.PARKED):
                     self._evict_locked(resident)
-        ready = [r for r in residents if r.state == ResidentState.READY]
+        ready = [r for r in residents if r.state in (ResidentState.READY, ResidentState.PARKED)]
         await asyncio.gather(*(self._drain(r) for r in ready), return_exceptions=True)
         loading = [r.ready for r in residents if r.state == ResidentState.LOADING]
         if loading:  # each stops its worker as soon as it is up (see _load)
@@ -534,11 +692,13 @@ class ModelPool:
                 "leases": r.leases, "waiting": self._turns[r.spec.id].waiting if r.spec.id in self._turns else 0,
                 "last_used": round(now - r.last_used, 1), "pid": worker.pid if worker else None,
                 "runtime": r.spec.runtime, "pinned": r.spec.preload, "detail": self.loading_detail(r.spec.id),
+                "host_gb": round(r.host_gb, 3),
             })
         return {
             "budget_gb": round(self.budget_gb, 3), "used_gb": round(self.used_gb(), 3),
             "free_gb": round(self.budget_gb - self.used_gb(), 3), "resident": resident,
             "draining_gb": round(sum(self._draining.values()), 3), "spares_gb": round(self.spares_gb(), 3),
+            "warm_budget_gb": round(self.warm_budget_gb, 3), "warm_used_gb": round(self.warm_used_gb(), 3),
             "failures": {k: v.message for k, v in self._failures.items()},
             **self.counters.__dict__,
         }
@@ -559,7 +719,8 @@ class ModelPool:
         """Resident, loading, fits (would load without evicting), evicts, too large; unavailable if unknown."""
         resident = self._resident.get(model_id)
         if resident is not None:
-            return ModelState.RESIDENT if resident.state == ResidentState.READY else ModelState.LOADING
+            return {ResidentState.READY: ModelState.RESIDENT, ResidentState.PARKED: ModelState.PARKED}.get(
+                resident.state, ModelState.LOADING)
         try:
             spec = self.catalog.get(model_id)
             planned = self.planned_gb(spec)
@@ -583,3 +744,16 @@ def detect_budget_gb(cpu_budget_gb: float, fraction: float = 0.9) -> tuple[float
                 total_gb = float(out[0]) / 1024
                 return round(total_gb * fraction, 2), f"{fraction:.0%} of the GPU's {total_gb:.1f} GB"
     return cpu_budget_gb, "CPU setting (no GPU found)"
+
+
+def detect_warm_budget_gb(fraction: float = 0.5) -> tuple[float, str]:
+    """Host memory for parked weights: on a GPU machine `fraction` of the host memory available now; on a
+    CPU none, since the weights are host memory already and the budget is that memory."""
+    import shutil
+
+    import psutil
+
+    if shutil.which("nvidia-smi"):
+        available_gb = psutil.virtual_memory().available / 2**30
+        return round(available_gb * fraction, 2), f"{fraction:.0%} of the {available_gb:.1f} GB of host memory free"
+    return 0.0, "none on a CPU"

@@ -21,7 +21,7 @@ from app.core.protocol import first_problem
 from app.core.settings import Settings
 from app.core.shared_images import SHARED_ENV, SharedImages
 from app.pool.launcher import ProcessLauncher
-from app.pool.pool import ModelPool, detect_budget_gb
+from app.pool.pool import ModelPool, detect_budget_gb, detect_warm_budget_gb
 from app.pool.reachability import reachability
 from app.pool.runtimes import RuntimeManager
 from app.pool.sizes import SizeBook
@@ -63,6 +63,8 @@ def create_app(settings: Settings, bind_host: str = "127.0.0.1") -> FastAPI:
                         len(swept.missing), ", ".join(sha[:12] for sha in swept.missing[:5]))
         budget, why = (settings.budget_gb, "--budget-gb") if settings.budget_gb else detect_budget_gb(
             settings.cpu_budget_gb)
+        warm, warm_why = (settings.warm_budget_gb, "VLM_WARM_BUDGET_GB") if settings.warm_budget_gb is not None \
+            else detect_warm_budget_gb()
         runtimes = RuntimeManager(catalog.runtimes, settings.data_dir / "runtimes")
         shared = SharedImages(settings.data_dir / "shared" / secrets.token_hex(6))  # this server's own folder
         if stale := sweep.sweep_shared(shared.folder.parent, keep=shared.folder):
@@ -76,13 +78,14 @@ def create_app(settings: Settings, bind_host: str = "127.0.0.1") -> FastAPI:
         pool = ModelPool(catalog, launcher, budget, sizes, wait_timeout_s=settings.wait_timeout_s,
                          retry_after_s=settings.retry_after_s, idle_timeout_s=settings.idle_timeout_s,
                          queue_timeout_s=settings.queue_timeout_s,
-                         max_queued_per_client=settings.max_queued_per_client, swap_patience=settings.swap_patience)
+                         max_queued_per_client=settings.max_queued_per_client, swap_patience=settings.swap_patience,
+                         warm_budget_gb=warm)
         runner = ComparisonRunner(engine, settings.data_dir, catalog, pool, settings.limits,
                                   generation_timeout_s=settings.generation_timeout_s,
                                   abandon_after_s=settings.abandon_after_s, shared=shared)
         runner.unreachable = reachable = reachability(catalog)
         app.state.services = Services(settings, catalog, engine, pool, runner, reachable)
-        log.info("pool budget %.2f GB (%s)", budget, why)
+        log.info("pool budget %.2f GB (%s); warm budget for parked weights %.2f GB (%s)", budget, why, warm, warm_why)
         await pool.start()
         try:
             yield

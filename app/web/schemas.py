@@ -153,6 +153,7 @@ class ResidentOut(BaseModel):
     runtime: str
     pinned: bool
     detail: str | None
+    host_gb: float = 0.0  # parked: the weights it keeps warm in host memory
 
 
 class PoolOut(BaseModel):
@@ -162,6 +163,8 @@ class PoolOut(BaseModel):
     resident: list[ResidentOut]
     draining_gb: float
     spares_gb: float = 0.0  # prepared spare worker processes
+    warm_budget_gb: float = 0.0  # host memory for parked models' weights
+    warm_used_gb: float = 0.0
     failures: dict[str, str]
     hits: int
     misses: int
@@ -169,6 +172,8 @@ class PoolOut(BaseModel):
     evictions: int
     load_failures: int
     crashes: int
+    parks: int = 0  # evicted models whose weights stayed warm in host memory
+    unparks: int = 0  # requests served by bringing parked weights back instead of loading
 
 
 class HealthOut(BaseModel):

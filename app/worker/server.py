@@ -27,7 +27,7 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -35,7 +35,7 @@ from fastapi.responses import JSONResponse
 from fastapi.sse import EventSourceResponse
 from pydantic import ValidationError
 
-from app.adapters.base import ModelLoadError
+from app.adapters.base import ModelLoadError, ParkError
 from app.adapters.threads import JobThread, compute_threads
 from app.core.budget import InputTooLarge
 from app.core.catalog import ModelSpec, load_catalog
@@ -173,6 +173,28 @@ class WorkerState:
         except Exception as exc:  # a spare that cannot prepare is no use: say why
             self._fail(f"preparing a worker failed: {type(exc).__name__}: {exc}")
 
+    def park(self) -> dict[str, Any]:
+        """Keep the model, its weights moved to host memory (see Adapter.park); refuses no answers itself
+        (the caller checks it is idle). Returns the host bytes kept and what the device still holds."""
+        started = time.perf_counter()
+        host_bytes = self.adapter.park()
+        self.status = "parked"
+        if self.device.startswith("cuda"):
+            import torch
+
+            torch.cuda.empty_cache()
+        give_back()
+        return {"host_bytes": host_bytes, "park_s": round(time.perf_counter() - started, 4),
+                "memory": self.memory.snapshot(self.overhead) if self.memory else None}
+
+    def unpark(self) -> dict[str, Any]:
+        """Bring the parked weights back to the device and serve again."""
+        started = time.perf_counter()
+        self.adapter.unpark()
+        self.status = "ready"
+        return {"unpark_s": round(time.perf_counter() - started, 4),
+                "memory": self.memory.snapshot(self.overhead) if self.memory else None}
+
     def unload(self) -> dict[str, Any]:
         """Drop the model and give its memory back: a spare again. Returns the overhead it measured before
         its first model (what stays behind beyond it is the allocator's, reused by the next load)."""
@@ -206,7 +228,7 @@ def runtime_info() -> dict[str, str]:
     return info
 
 
-async def generate_async(state: WorkerState, call: Call, cancel: threading.Event) -> AsyncIterator[Piece]:
+async def generate_async(state: WorkerState, call: Call, cancel: threading.Event) -> AsyncGenerator[Piece, None]:
     """Run the adapter's blocking generator on the answer thread and yield its pieces on the event loop."""
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue[Any] = asyncio.Queue()
@@ -220,6 +242,7 @@ async def generate_async(state: WorkerState, call: Call, cancel: threading.Event
         finally:
             loop.call_soon_threadsafe(queue.put_nowait, _DONE)
 
+    memory = state.memory
     done = asyncio.wrap_future(state.answers.submit(produce))
     pieces = 0
     try:
@@ -227,16 +250,16 @@ async def generate_async(state: WorkerState, call: Call, cancel: threading.Event
             if isinstance(item, BaseException):
                 raise item
             pieces += 1
-            if state.memory and pieces % 16 == 1:  # the peak, sampled while the request's memory is held
-                state.memory.now()
+            if memory and pieces % 16 == 1:  # the peak, sampled while the request's memory is held
+                memory.now()
             yield item
     finally:
         cancel.set()  # a no-op once generation ended; stops it when the client went away
         await done
-        if state.memory:
-            state.memory.now()
+        if memory:
+            memory.now()
             # after the answer has gone out, not before its end: the next answer waits for it (one_at_a_time)
-            state.releasing = asyncio.ensure_future(asyncio.to_thread(state.memory.release))
+            state.releasing = asyncio.ensure_future(asyncio.to_thread(memory.release))
 
 
 class RequireToken:
@@ -299,12 +322,34 @@ def create_worker_app(state: WorkerState, token: str | None = None) -> FastAPI:
             return JSONResponse(error_body(state.error or "load failed", "load_failed"), status_code=500)
         return JSONResponse(state.ready)
 
+    def idle_refusal(action: str, allowed: tuple[str, ...]) -> JSONResponse | None:
+        if state.status not in allowed or state.active or state.generating():
+            return JSONResponse(error_body(f"cannot {action} {state.model_id}: it is {state.status}"
+                                           f"{' and answering' if state.active else ''}", "conflict"), status_code=409)
+        return None
+
+    @app.post("/park")
+    async def park() -> JSONResponse:
+        """Keep the model warm in host memory, off the device; refused while an answer runs."""
+        if refusal := idle_refusal("park", ("ready",)):
+            return refusal
+        try:
+            return JSONResponse(await asyncio.to_thread(state.park))
+        except ParkError as exc:
+            return JSONResponse(error_body(str(exc), "cannot_park"), status_code=409)
+
+    @app.post("/unpark")
+    async def unpark() -> JSONResponse:
+        """Bring a parked model back onto the device."""
+        if refusal := idle_refusal("unpark", ("parked",)):
+            return refusal
+        return JSONResponse(await asyncio.to_thread(state.unpark))
+
     @app.post("/unload")
     async def unload() -> JSONResponse:
         """Drop the model and become a spare again; refused while an answer runs."""
-        if state.status not in ("ready", "failed") or state.active or state.generating():
-            return JSONResponse(error_body(f"cannot unload {state.model_id}: it is {state.status}"
-                                           f"{' and answering' if state.active else ''}", "conflict"), status_code=409)
+        if refusal := idle_refusal("unload", ("ready", "failed", "parked")):
+            return refusal
         return JSONResponse(await asyncio.to_thread(state.unload))
 
     @app.post("/v1/chat/completions", response_model=None)
@@ -356,8 +401,12 @@ async def one_at_a_time(state: WorkerState, call: Call, threads: int | None = No
             compute_threads.wanted = threads
         state.active += 1
         try:
-            async for item in timed(generate_async(state, call, threading.Event())):
-                yield item
+            # closed here, innermost last, so that generation has ended and its memory release is scheduled
+            # before the turn is given up (left to the garbage collector, an unload could overtake it)
+            async with contextlib.aclosing(generate_async(state, call, threading.Event())) as pieces, \
+                    contextlib.aclosing(timed(pieces)) as items:
+                async for item in items:
+                    yield item
         finally:
             state.active -= 1
 
@@ -412,7 +461,9 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_parent_watch and sys.platform.startswith("linux"):
         with contextlib.suppress(Exception):
             ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    # IPPROTO_TCP named: asyncio sets TCP_NODELAY only on sockets that say so, and without it every response
+    # after a connection's first waited 40 ms (headers and body in two writes: Nagle's algorithm and delayed ACKs)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((args.host, args.port))
     sock.listen(128)
