@@ -1,4 +1,5 @@
-# vlm-playground: `make demo` serves the playground on tiny offline models; `make test` runs every test.
+# vlm-playground: `make demo` serves the playground on tiny offline models (`make demo PORT=8123` on another
+# port); `make test` runs every test.
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
@@ -8,6 +9,7 @@ PIP    := $(PY) -m pip
 LOCAL_TORCH := $(firstword $(wildcard /opt/pypi*/files/torch-2.14.1-* /opt/wheels/torch-2.14.1-*))
 TORCH  := $(if $(LOCAL_TORCH),torch==2.14.1 torchvision==0.29.1,torch torchvision)
 PYTEST_ARGS ?=
+PORT   ?= 8000
 
 .PHONY: demo test lint clean
 
@@ -19,7 +21,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 demo: $(VENV)/.installed
-	$(VENV)/bin/vlm-playground demo
+	$(VENV)/bin/vlm-playground demo --port $(PORT)
 
 test: lint
 	$(PY) -m pytest $(PYTEST_ARGS)

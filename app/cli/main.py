@@ -16,15 +16,17 @@ from app.cli.errors import CommandError
 from app.core.catalog import Catalog, CatalogError, ModelSpec, load_catalog, model_summary
 from app.core.settings import Settings
 
-DEFAULT_CATALOG = "models.yaml"
+MODELS_HELP = "catalogue file (default: $VLM_MODELS, else models.yaml)"
+DATA_DIR_HELP = "data directory (default: $VLM_DATA_DIR, else ./data)"
 # The demo's CPU budget: three tiny models (0.5 GB each in the catalogue) with their processes (0.4–0.9 GB each,
 # measured at start-up: torch and transformers) and a spare worker.
 DEMO_BUDGET_GB = 4.0
 
 
-def _catalog(path: str) -> Catalog:
+def _catalog(path: str | None) -> Catalog:
+    """The catalogue named by the flag, else by $VLM_MODELS, else models.yaml (as the server finds it)."""
     try:
-        return load_catalog(path)
+        return load_catalog(Settings.from_args(models_path=path).models_path)
     except CatalogError as exc:
         raise CommandError(str(exc)) from None
 
@@ -39,6 +41,9 @@ def _spec(catalog: Catalog, model_id: str) -> ModelSpec:
 # --- models -------------------------------------------------------------------------------------
 
 def _model_rows(catalog: Catalog, settings: Settings) -> list[dict]:
+    """Each entry as `GET /api/models` lists it: availability by the server's own check (`reason_unreachable`:
+    a checkpoint missing from the local Hugging Face cache while HF_HUB_OFFLINE=1 is unavailable there too)."""
+    from app.pool.reachability import reason_unreachable
     from app.pool.sizes import SizeBook
 
     measured: dict[str, float] = {}
@@ -52,7 +57,9 @@ def _model_rows(catalog: Catalog, settings: Settings) -> list[dict]:
     sizes = SizeBook(measured)
     rows = []
     for spec in catalog.models:
-        rows.append({**model_summary(spec), "measured_gb": sizes.get(spec.id), "planned_gb": sizes.planned_gb(spec)})
+        reason = reason_unreachable(spec)
+        rows.append({**model_summary(spec), "available": reason is None, "unavailable_reason": reason,
+                     "measured_gb": sizes.get(spec.id), "planned_gb": sizes.planned_gb(spec)})
     return rows
 
 
@@ -77,6 +84,11 @@ def cmd_models(args: argparse.Namespace) -> int:
     widths = [max(len(str(r[i])) for r in table) for i in range(len(header))]
     for line in table:
         print("  ".join(str(cell).ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip())
+    unavailable = [row for row in rows if not row["available"]]
+    if unavailable:
+        print("\nunavailable here:")
+        for row in unavailable:
+            print(f"  {row['id']}: {row['unavailable_reason']}")
     return 0
 
 
@@ -190,6 +202,10 @@ def _quiet_transformers() -> None:
 
 # --- serve, demo, export ---------------------------------------------------------------------------
 
+def _setting_default(name: str) -> Any:
+    return Settings.model_fields[name].default
+
+
 def _settings(args: argparse.Namespace, **extra: object) -> Settings:
     """The server's settings from its flags over the environment; a token or users file that cannot work
     is a one-line error here, before anything starts."""
@@ -289,34 +305,41 @@ def _register_serving(add: Callable) -> None:
                                 ("demo", cmd_demo, "Build tiny offline models and serve the playground on them.")):
         command = add(name, handler, text)
         if name == "serve":
-            command.add_argument("--models", default=DEFAULT_CATALOG)
-        command.add_argument("--data-dir", default=None, help="default: $VLM_DATA_DIR, else ./data")
-        command.add_argument("--host", default="127.0.0.1")
-        command.add_argument("--port", type=int, default=8000)
+            command.add_argument("--models", default=None, help=MODELS_HELP)
+        command.add_argument("--data-dir", default=None,
+                             help=DATA_DIR_HELP + ("; the tiny checkpoints go to DIR/tiny" if name == "demo" else ""))
+        command.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
+        command.add_argument("--port", type=int, default=8000, help="port to listen on (default: %(default)s)")
+        cpu = (f"{DEMO_BUDGET_GB:g} GB (the demo's own CPU budget; $VLM_CPU_BUDGET_GB is not read)" if name == "demo"
+               else f"$VLM_CPU_BUDGET_GB, else {_setting_default('cpu_budget_gb'):g} GB")
         command.add_argument("--budget-gb", type=float, default=None,
-                             help="memory budget for resident models and their processes (default: 90%% of "
-                                  f"the GPU, else {DEMO_BUDGET_GB if name == 'demo' else 8:g} GB)")
+                             help="memory budget for resident models and their processes (default: $VLM_BUDGET_GB, "
+                                  f"else 90%% of the GPU's memory, else without a GPU {cpu})")
         command.add_argument("--overhead-gb", type=float, default=None,
-                             help="memory added to each model's plan for its process (default: what the process "
-                                  "measured at start-up: imports, CUDA context)")
+                             help="memory added to each model's plan for its process (default: $VLM_OVERHEAD_GB, "
+                                  "else what the process measured at start-up: imports, CUDA context)")
         command.add_argument("--idle-timeout", type=float, default=None,
-                             help="stop a model's worker after this many idle seconds (default: never)")
+                             help="stop a model's worker after this many idle seconds (default: "
+                                  "$VLM_IDLE_TIMEOUT_S, else never)")
         command.add_argument("--auth-token-file", type=Path, default=None,
                              help="require the token on this file's first line (cookie, bearer header or ?token=); "
-                                  "or set $VLM_AUTH_TOKEN (never a flag: it would show in ps)")
+                                  "default: $VLM_AUTH_TOKEN_FILE, else $VLM_AUTH_TOKEN, else no token "
+                                  "(never a flag: it would show in ps)")
         command.add_argument("--auth-token", action=_TokenFlagGone, help=argparse.SUPPRESS)
         command.add_argument("--users-file", type=Path, default=None,
                              help="per-rater accounts (see `vlm-playground users`): ratings are recorded under "
-                                  "the signed-in name; exports and flag overrides need an admin")
+                                  "the signed-in name; exports and flag overrides need an admin (default: "
+                                  "$VLM_USERS_FILE, else none)")
         command.add_argument("--allowed-hosts", default=None,
                              help="host names to answer to besides the bind address and localhost, comma-separated "
-                                  "('*': any); others get 400 (DNS rebinding)")
+                                  "('*': any); others get 400 (DNS rebinding) (default: $VLM_ALLOWED_HOSTS, "
+                                  "else none)")
     export = add("export", cmd_export, "Write every rating as CSV.")
-    export.add_argument("--data-dir", default=None, help="default: $VLM_DATA_DIR, else ./data")
-    export.add_argument("--out", default="-", help="file to write (default: standard output)")
-    export.add_argument("--model", default=None, help="only this model's ratings")
-    export.add_argument("--since", default=None, help="ISO date or time, inclusive")
-    export.add_argument("--until", default=None, help="ISO date or time, exclusive")
+    export.add_argument("--data-dir", default=None, help=DATA_DIR_HELP)
+    export.add_argument("--out", default="-", help="file to write, - for standard output (default: -)")
+    export.add_argument("--model", default=None, help="only this model's ratings (default: every model)")
+    export.add_argument("--since", default=None, help="ISO date or time, inclusive (default: from the first)")
+    export.add_argument("--until", default=None, help="ISO date or time, exclusive (default: to the last)")
 
 
 # --- entry point ----------------------------------------------------------------------------------
@@ -331,24 +354,27 @@ def build_parser() -> argparse.ArgumentParser:
         return command
 
     models = add("models", cmd_models, "List the catalogue: memory figures, languages, availability.")
-    models.add_argument("--models", default=DEFAULT_CATALOG, help="catalogue file (default: models.yaml)")
-    models.add_argument("--data-dir", default=None, help="default: $VLM_DATA_DIR, else ./data")
+    models.add_argument("--models", default=None, help=MODELS_HELP)
+    models.add_argument("--data-dir", default=None, help=DATA_DIR_HELP + " (where measured sizes are stored)")
     models.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
     tiny = add("tiny-models", cmd_tiny_models, "Build tiny random-weight checkpoints offline.")
-    tiny.add_argument("out_dir")
-    tiny.add_argument("--only", default="", help="comma-separated families")
-    tiny.add_argument("--force", action="store_true", help="rebuild existing checkpoints")
+    tiny.add_argument("out_dir", help="where the checkpoints and their models.yaml go")
+    tiny.add_argument("--only", default="", help="comma-separated families (default: all of "
+                                                 "llava, paligemma, idefics3, mllama, qwen2_vl, qwen2_5_vl, "
+                                                 "internvl, gemma3)")
+    tiny.add_argument("--force", action="store_true",
+                      help="rebuild every checkpoint (default: only those missing or built in an older format)")
 
     run = add("run", cmd_run, "Load one model in this process and stream its answer.")
-    run.add_argument("--models", default=DEFAULT_CATALOG)
+    run.add_argument("--models", default=None, help=MODELS_HELP)
     run.add_argument("--model", required=True, help="catalogue id")
     run.add_argument("--image", action="append", required=True, help="image file (repeat for several)")
     run.add_argument("--prompt", required=True)
-    run.add_argument("--max-new-tokens", type=int, default=256)
-    run.add_argument("--temperature", type=float, default=0.0)
-    run.add_argument("--top-p", type=float, default=1.0)
-    run.add_argument("--seed", type=int, default=0)
+    run.add_argument("--max-new-tokens", type=int, default=256, help="default: %(default)s")
+    run.add_argument("--temperature", type=float, default=0.0, help="default: %(default)s (greedy)")
+    run.add_argument("--top-p", type=float, default=1.0, help="default: %(default)s")
+    run.add_argument("--seed", type=int, default=0, help="default: %(default)s")
     run.add_argument("--json", action="store_true", help="print a JSON summary as the last line")
 
     runtimes.register(add)

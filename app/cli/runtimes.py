@@ -16,7 +16,7 @@ from app.pool.runtimes import RuntimeManager, RuntimePrepareError
 def cmd_runtimes(args: argparse.Namespace) -> int:
     """`vlm-playground runtimes [prepare NAME]`."""
     try:
-        catalog = load_catalog(args.models)
+        catalog = load_catalog(Settings.from_args(models_path=args.models).models_path)
     except CatalogError as exc:
         raise CommandError(str(exc)) from None
     manager = RuntimeManager(catalog.runtimes, Settings.from_args(data_dir=args.data_dir).data_dir / "runtimes")
@@ -54,6 +54,6 @@ def register(add: Callable[..., argparse.ArgumentParser]) -> None:
                   "List the pinned runtimes, or create one: runtimes prepare NAME.")
     command.add_argument("action", nargs="?", choices=["list", "prepare"], help="list (default) or prepare")
     command.add_argument("name", nargs="?", help="the runtime to prepare")
-    command.add_argument("--models", default="models.yaml", help="catalogue file (default: models.yaml)")
-    command.add_argument("--data-dir", default=None, help="default: $VLM_DATA_DIR, else ./data")
+    command.add_argument("--models", default=None, help="catalogue file (default: $VLM_MODELS, else models.yaml)")
+    command.add_argument("--data-dir", default=None, help="data directory (default: $VLM_DATA_DIR, else ./data)")
     command.add_argument("--json", action="store_true", help="print JSON instead of a table")
