@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from app.adapters.threads import GENERATION, compute_threads
 from app.core.budget import apply_capabilities
 from app.core.generation import Call, Finish, GenerationParams, Piece
-from app.core.images import prepare_for_model
+from app.core.images import ImageError, prepare_for_model
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -37,6 +37,7 @@ class Adapter(ABC):
     family's images cost tokens that can overflow its context."""
 
     families: ClassVar[tuple[str, ...]] = ()
+    answers_text_alone: ClassVar[bool] = False  # whether a prompt without images is answered (else a 400)
 
     def __init__(self, spec: ModelSpec, device: str) -> None:
         self.spec = spec
@@ -96,6 +97,10 @@ class Adapter(ABC):
         budget = self.spec.input_budget
         applied = apply_capabilities(params.max_new_tokens, params.temperature, params.top_p, params.seed,
                                      self.spec.capabilities)
+        if not images:  # a chat client's message of text alone
+            if not self.answers_text_alone:
+                raise ImageError(f"{self.spec.id} answers only about an image: add at least one image")
+            return self.fit(Call([], prompt, applied, []))
         prepared = prepare_for_model(images, budget.max_images)
         call = Call(prepared.images, prompt, applied, [prepared.note] if prepared.note else [])
         return self.fit(call)

@@ -31,6 +31,8 @@ PIXEL_BUDGET_FAMILIES = ("qwen2_vl", "qwen2_5_vl")
 class GenericAdapter(Adapter):
     """`AutoModelForImageTextToText` with the processor's own chat template."""
 
+    answers_text_alone = True
+
     def __init__(self, spec: ModelSpec, device: str, model: Any, processor: Any) -> None:
         super().__init__(spec, device)
         self.model = model
@@ -64,7 +66,7 @@ class GenericAdapter(Adapter):
         """Processor inputs on the model's device, pixels in the model's dtype."""
         text = self.build_prompt(images, prompt)
         kwargs = self.image_kwargs() if image_kwargs is None else image_kwargs
-        inputs = self.processor(text=[text], images=[images], return_tensors="pt", **kwargs)
+        inputs = self.processor(text=[text], images=[images] if images else None, return_tensors="pt", **kwargs)
         return inputs.to(self.model.device, dtype=self.model.dtype)
 
     @staticmethod

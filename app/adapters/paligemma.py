@@ -31,6 +31,8 @@ def task_prompt(prompt: str) -> str:
 class PaliGemmaAdapter(GenericAdapter):
     """The generic route with the pt prompt format instead of a chat template."""
 
+    answers_text_alone = False  # its processor takes no prompt without an image
+
     def build_prompt(self, images: list[Image.Image], prompt: str) -> str:
         image_token = getattr(self.processor, "image_token", "<image>")
         # One <image> per image (the processor expands each to image_seq_length tokens, then <bos>).

@@ -364,8 +364,6 @@ def create_worker_app(state: WorkerState, token: str | None = None) -> FastAPI:
             return JSONResponse(error_body(first_problem(exc.errors())), status_code=400)
         except (ProtocolError, ValueError) as exc:
             return JSONResponse(error_body(str(exc)), status_code=400)
-        if not wanted.images:
-            return JSONResponse(error_body("messages: at least one image_url part is required"), status_code=400)
         try:  # decode and fit before streaming starts, so a bad or oversized input gets a 400, not a broken stream
             # one thread trip: shared files read (a copy, no decode), then the model's own preparation
             call = await asyncio.to_thread(lambda: state.adapter.prepare(load_images(wanted.images), wanted.prompt,

@@ -28,8 +28,6 @@ def test_a_text_only_message_is_not_refused_for_want_of_an_image(client):
         assert answer.choices[0].message.content
 
 
-@pytest.mark.xfail(strict=True, reason="a local worker still refuses messages without an image "
-                                       "(app/worker/server.py: 'at least one image_url part is required')")
 @pytest.mark.parametrize("stream", [False, True])
 def test_a_text_only_message_is_answered_in_words(client, stream):
     if stream:
