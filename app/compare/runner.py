@@ -207,6 +207,7 @@ class ComparisonRunner:
         record the outcome."""
         spec = output.spec
         images, shrunk_note = downsizer.for_model(spec)
+        asked_at = self.pool.clock()
         pool_state = "resident" if spec.is_remote else self.pool.state_of(spec.id)
         ticker: asyncio.Task | None = None
         if pool_state != "resident":
@@ -224,7 +225,8 @@ class ComparisonRunner:
             async with self.pool.lease(spec.id, client=client, on_position=queued) as backend:
                 if ticker:
                     ticker.cancel()
-                self._set(run, output, OutputStatus.GENERATING, since=time.time(), detail=None, ahead=None)
+                waits = self._waits(spec.id, asked_at)
+                self._set(run, output, OutputStatus.GENERATING, since=time.time(), detail=None, ahead=None, **waits)
                 # stored while the answer streams, not before it starts (a write: 3.5 ms on the first token)
                 recorded = asyncio.ensure_future(asyncio.to_thread(self._record_runtime, output))
                 try:
@@ -261,6 +263,14 @@ class ComparisonRunner:
         output.state = OutputStatus.DONE
         output.info.update(stats)
         run.publish(PanelEvent(output.output_id, spec.id, EventKind.DONE, OutputStatus.DONE, info=dict(output.info)))
+
+    def _waits(self, model_id: str, asked_at: float) -> dict[str, float | None]:
+        """How long the answer waited before it started: loading its model (or bringing it back from host
+        memory) and the rest (memory to free, evictions, its turn), in seconds."""
+        waited = self.pool.clock() - asked_at
+        window = self.pool.load_window(model_id)
+        load_s = max(0.0, window[1] - max(window[0], asked_at)) if window and window[1] > asked_at else 0.0
+        return {"wait_s": _round(max(0.0, waited - load_s)), "load_s": _round(load_s)}
 
     async def _report_loading(self, run: ComparisonRun, output: OutputRun) -> None:
         """While a model loads, pass on what its start is doing (e.g. installing a pinned runtime)."""

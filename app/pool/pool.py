@@ -68,6 +68,8 @@ class Resident:
     ready: asyncio.Future[None] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
     watcher: asyncio.Task | None = None
     host_gb: float = 0.0  # while parked: the weights it keeps in host memory (the warm budget)
+    load_started: float | None = None  # its last load (or unpark), on the pool's clock
+    load_ended: float | None = None
     parking: asyncio.Task | None = None  # its move to host memory, while that runs
 
 
@@ -315,6 +317,7 @@ class ModelPool:
 
     async def _unpark(self, resident: Resident) -> None:
         assert resident.worker is not None
+        resident.load_started = self.clock()
         try:
             await resident.worker.unpark()  # type: ignore[attr-defined]
         except BaseException as exc:
@@ -329,6 +332,7 @@ class ModelPool:
             await self._drain(resident, reuse=False)
             return
         resident.state = ResidentState.READY
+        resident.load_ended = self.clock()
         self.counters.unparks += 1
         resident.ready.set_result(None)
         self._signal()
@@ -491,6 +495,7 @@ class ModelPool:
 
     async def _load(self, resident: Resident) -> None:
         spec = resident.spec
+        resident.load_started = self.clock()
         try:
             worker = await self.launcher.start(spec)
         except BaseException as exc:
@@ -522,6 +527,7 @@ class ModelPool:
         if hasattr(backend, "extra_headers"):
             backend.extra_headers = self._thread_headers
         resident.watcher = asyncio.create_task(self._watch(resident))
+        resident.load_ended = self.clock()
         resident.ready.set_result(None)
         self._signal()
         self._keep_spare(spec.runtime)
@@ -704,11 +710,44 @@ class ModelPool:
         }
 
     def loading_detail(self, model_id: str) -> str | None:
-        """What a loading model's start is doing (preparing its runtime, loading weights), if known."""
+        """What a model that is not ready yet waits for: memory (how much it needs and has, and which
+        models must finish answering to be evicted), evictions under way, coming back from host memory,
+        or what its start is doing (preparing its runtime, loading weights)."""
         resident = self._resident.get(model_id)
-        if resident is None or resident.state != ResidentState.LOADING:
+        if resident is None:
+            swap = next((wait for wait in self._swap_waits if wait.spec.id == model_id), None)
+            return None if swap is None else self._memory_wait_detail(swap.planned)
+        if resident.state != ResidentState.LOADING:
             return None
-        return getattr(self.launcher, "progress", {}).get(model_id)
+        progress = getattr(self.launcher, "progress", {}).get(model_id)
+        if progress:
+            return str(progress)
+        if resident.worker is not None:  # a parked model coming back
+            return "copying its weights back from host memory"
+        if self._draining:
+            return f"waiting for evicted models to free {sum(self._draining.values()):.2f} GB"
+        return None
+
+    def _memory_wait_detail(self, planned: float) -> str:
+        free = self.budget_gb - self.used_gb() + self.spares_gb()
+        blockers = self._would_evict(planned)
+        text = f"waiting for memory: needs {planned:.2f} GB, {max(free, 0.0):.2f} GB of {self.budget_gb:.2f} GB free"
+        if blockers:
+            busy = [f"{r.spec.id} ({r.planned_gb:.2f} GB, {r.leases} answering)" for r in blockers if r.leases]
+            if busy:
+                text += "; evicts " + ", ".join(busy) + " once its answers end"
+        else:
+            loading = [r.spec.id for r in self._resident.values() if r.state == ResidentState.LOADING]
+            if loading:
+                text += "; " + ", ".join(loading) + " loading first"
+        return text
+
+    def load_window(self, model_id: str) -> tuple[float, float] | None:
+        """When the model's last load (or return from host memory) began and ended, on the pool's clock."""
+        resident = self._resident.get(model_id)
+        if resident is None or resident.load_started is None or resident.load_ended is None:
+            return None
+        return resident.load_started, resident.load_ended
 
     def runtime_of(self, model_id: str) -> dict[str, str]:
         """Library versions the model's worker runs with (empty when not resident or remote)."""

@@ -326,3 +326,18 @@ async def test_fake_resident_answers_pass_a_waiting_swap_at_most_patience_times(
 async def test_fake_without_the_bound_steady_traffic_starves_the_swap():
     outcome, _ = await _swap_under_steady_traffic(patience=10**6)
     assert isinstance(outcome, Busy)  # what the bound prevents: b waits out its whole timeout
+
+
+async def test_fake_a_model_waiting_for_memory_says_what_it_waits_for():
+    pool, _ = make_pool(budget=3.0, wait_s=5.0, a=2.0, b=2.0)
+    holding = asyncio.create_task(use(pool, "a", hold_s=0.4))
+    await asyncio.sleep(0.1)
+    waiting = asyncio.create_task(use(pool, "b"))
+    await asyncio.sleep(0.1)
+    detail = pool.loading_detail("b")
+    assert detail == ("waiting for memory: needs 2.00 GB, 1.00 GB of 3.00 GB free; "
+                      "evicts a (2.00 GB, 1 answering) once its answers end")
+    await asyncio.gather(holding, waiting)
+    assert pool.loading_detail("b") is None
+    started, ended = pool.load_window("b")
+    assert ended - started >= 0.02, "the load's own time (the fake takes 20 ms), not the wait before it"
