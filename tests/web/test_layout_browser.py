@@ -90,6 +90,28 @@ BROKEN_WORDS = """() => {
 }"""
 
 
+# Header items that stick out of the screen or overlap another (the chips scroll inside their own strip).
+HEADER_CLASHES = """() => {
+    const items = [...document.querySelectorAll('header.top .brand, header.top .links a, header.top .pool-sum,'
+                                               + ' header.top #rater, header.top .resident')];
+    const boxes = items.map(el => [el.textContent.trim().slice(0, 20) || el.id, el.getBoundingClientRect()]);
+    const out = [];
+    for (const [name, box] of boxes) {
+        if (box.left < 0 || box.right > innerWidth + 0.5) { out.push(name + ' sticks out'); }
+    }
+    for (let i = 0; i < boxes.length; i++) { for (let j = i + 1; j < boxes.length; j++) {
+        const [a, p] = boxes[i], [b, q] = boxes[j];
+        if (p.left < q.right - 0.5 && q.left < p.right - 0.5 && p.top < q.bottom - 0.5 && q.top < p.bottom - 0.5) {
+            out.push(a + ' overlaps ' + b);
+        }
+    } }
+    const pool = document.querySelector('#pool').getBoundingClientRect();
+    const sum = document.querySelector('#pool .pool-sum').getBoundingClientRect();
+    if (sum.right > pool.right + 0.5) { out.push('the pool summary is cut off'); }
+    return out;
+}"""
+
+
 def test_the_header_keeps_its_height_and_compare_is_in_reach(opened) -> None:
     for viewport in (DESKTOP, PHONE):
         page = opened(viewport)
@@ -104,6 +126,7 @@ def test_the_header_keeps_its_height_and_compare_is_in_reach(opened) -> None:
         wait_until_finished(page, 4 if viewport is DESKTOP else 2)
         page.wait_for_function("() => document.querySelectorAll('#pool .resident li').length >= 2")
         assert page.locator("header.top").bounding_box()["height"] == pytest.approx(empty, abs=0.5), viewport
+        assert page.evaluate(HEADER_CLASHES) == [], viewport
         assert page.evaluate(BROKEN_WORDS) == [], viewport
         # the folded list names what is chosen, and folding brings Compare right under it
         page.locator("#models-list > summary").click()
