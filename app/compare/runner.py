@@ -77,6 +77,8 @@ class OutputRun:
     state: str = OutputStatus.QUEUED
     text: list[str] = field(default_factory=list)
     info: dict[str, Any] = field(default_factory=dict)
+    task: asyncio.Task | None = None  # what answers it, while that runs
+    stop_reason: str | None = None  # why it was stopped on its own (a person pressed stop)
 
     def snapshot(self) -> PanelEvent:
         return PanelEvent(self.output_id, self.spec.id, EventKind.SNAPSHOT, self.state, "".join(self.text),
@@ -182,8 +184,9 @@ class ComparisonRunner:
         run.image_note = note
         generation = GenerationParams(max_new_tokens=params["max_new_tokens"], temperature=params["temperature"],
                                       top_p=params["top_p"], seed=params["seed"])
-        run.tasks = [asyncio.create_task(self._answer(run, output, checked_prompt, downsizer, generation, client))
-                     for output in run.outputs.values()]
+        for output in run.outputs.values():
+            output.task = asyncio.create_task(self._answer(run, output, checked_prompt, downsizer, generation, client))
+        run.tasks = [output.task for output in run.outputs.values() if output.task]
         asyncio.create_task(self._close_when_done(run, downsizer))
         return created.id
 
@@ -326,7 +329,7 @@ class ComparisonRunner:
                                info={"message": message}))
 
     async def _interrupt(self, run: ComparisonRun, output: OutputRun) -> None:
-        message = f"interrupted: {run.cancel_reason}"
+        message = f"stopped: {output.stop_reason}" if output.stop_reason else f"interrupted: {run.cancel_reason}"
         with contextlib.suppress(Exception):
             await asyncio.shield(asyncio.to_thread(
                 outputs.finish_output, self.engine, output.output_id, status="interrupted",
@@ -405,6 +408,26 @@ class ComparisonRunner:
         run.cancel_reason = reason
         for task in run.tasks:
             task.cancel()
+
+    async def stop(self, comparison_id: int, output_id: int | None = None,
+                   reason: str = "by the person following it") -> list[int]:
+        """Stop one panel's answer (or every unfinished one): its task is cancelled, the worker's stream
+        closed, and the worker stops generating; the text so far is kept. Returns the outputs stopped."""
+        run = self.runs.get(comparison_id)
+        if run is None:
+            return []
+        stopped: dict[int, asyncio.Task] = {}
+        for output in run.outputs.values():
+            if (output_id is None or output.output_id == output_id) and output.task and not output.task.done():
+                output.stop_reason = reason
+                output.task.cancel()
+                stopped[output.output_id] = output.task
+        await asyncio.gather(*stopped.values(), return_exceptions=True)  # recorded as stopped by now
+        return list(stopped)
+
+    def comparison_of(self, output_id: int) -> int | None:
+        """The running comparison an output belongs to (None when none runs it)."""
+        return next((run.id for run in self.runs.values() if output_id in run.outputs), None)
 
     async def shutdown(self, grace_s: float) -> None:
         """Stop accepting; let answers in flight finish within `grace_s`, then mark the rest interrupted."""

@@ -327,6 +327,39 @@ def test_sixteen_concurrent_raters_lose_nothing_and_never_see_a_locked_database(
 # ---------------------------------------------------------------- out of memory and a hang
 
 
+def test_stop_one_panel_and_its_worker_stops_generating_while_the_other_goes_on(server):
+    """Issue 14 item 4: stop a minute-long answer; its panel keeps the text so far, marked stopped; the worker
+    stops generating (a 1-token request to the same model is answered at once, not after the minute); the other
+    panel finishes; stopping what has finished stops nothing."""
+    run = Background(server, [SLOW, FAST])
+    wait_for(lambda: generating(server, run.id, [SLOW]), 60, "the slow model to generate")
+    time.sleep(1.0)
+    slow_id = outputs(server, run.id)[SLOW]["id"]
+    response = httpx.post(f"{server.url}/api/outputs/{slow_id}/stop", timeout=30)
+    assert response.status_code == 200 and response.json() == {"stopped": [slow_id]}
+    stopped = outputs(server, run.id)[SLOW]
+    assert stopped["status"] == "interrupted" and stopped["error"] == "stopped: by the person following it"
+    assert stopped["text"], "the text streamed before the stop is kept"
+    asked = time.monotonic()
+    compare(server, [SLOW], max_new_tokens=1, timeout=60)
+    assert time.monotonic() - asked < 20, "the worker was still generating the stopped answer"
+    response = run.join()
+    assert response is not None and response.status_code == 201
+    assert outputs(server, run.id)[FAST]["status"] == "done"
+    again = httpx.post(f"{server.url}/api/comparisons/{run.id}/stop", timeout=30)
+    assert again.status_code in (200, 404) and again.json().get("stopped", []) == []
+
+
+def test_stop_the_whole_comparison(server):
+    run = Background(server, [SLOW, TWIN])
+    wait_for(lambda: generating(server, run.id, [SLOW]), 60, "the slow model to generate")
+    response = httpx.post(f"{server.url}/api/comparisons/{run.id}/stop", timeout=30)
+    assert response.status_code == 200 and len(response.json()["stopped"]) == 2
+    assert run.join() is not None
+    assert {o["status"] for o in outputs(server, run.id).values()} == {"interrupted"}
+    assert httpx.post(f"{server.url}/api/outputs/999999/stop", timeout=10).status_code == 404
+
+
 @pytest.fixture(scope="module")
 def faulty_server(tiny_dir: Path, tmp_path_factory: pytest.TempPathFactory):
     """Two fake-fault models (tests/fakes/faulty.py) beside a normal one; a 3 s generation limit."""

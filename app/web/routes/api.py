@@ -144,6 +144,26 @@ async def get_comparison(engine: EngineDep, comparison_id: RowId) -> dict[str, A
     return comparison_body(comparison)
 
 
+@router.post("/api/comparisons/{comparison_id}/stop", tags=["comparisons"],
+             responses={404: {"model": Refusal, "description": "no such comparison running"}})
+async def stop_comparison(runner: RunnerDep, comparison_id: RowId) -> dict[str, Any]:
+    """Stop every answer of the comparison still running (the models stop generating; the text so far is
+    kept, the panels marked stopped). `stopped`: the outputs stopped (none when all had finished)."""
+    if comparison_id not in runner.runs:
+        raise HTTPException(404, f"comparison {comparison_id} is not running")
+    return {"stopped": await runner.stop(comparison_id)}
+
+
+@router.post("/api/outputs/{output_id}/stop", tags=["comparisons"],
+             responses={404: {"model": Refusal, "description": "no such answer running"}})
+async def stop_output(runner: RunnerDep, output_id: RowId) -> dict[str, Any]:
+    """Stop one answer (one panel) while the others go on."""
+    comparison_id = runner.comparison_of(output_id)
+    if comparison_id is None:
+        raise HTTPException(404, f"output {output_id} is not running")
+    return {"stopped": await runner.stop(comparison_id, output_id)}
+
+
 @router.post("/api/outputs/{output_id}/rating", status_code=201, tags=["ratings"], response_model=RatingOut,
              responses={200: {"model": RatingOut, "description": "the rater's earlier rating, replaced"},
                         **NOT_FOUND, 422: REFUSALS[422]})
