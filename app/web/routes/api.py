@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, HTTPException, Query, Request
@@ -13,7 +14,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.compare.validation import MAX_ID, InputError, RowId, Upload
 from app.core.catalog import model_summary
-from app.storage import battles, comparisons, ratings
+from app.storage import battles, comparisons, files, ratings
 from app.storage.health import monitor
 from app.web.deps import CatalogDep, EngineDep, PoolDep, RaterDep, RunnerDep, ServicesDep, client_of, rater_of, services
 from app.web.schemas import (
@@ -49,12 +50,31 @@ async def read_comparison_form(request: Request) -> tuple[str | None, list[Uploa
                 uploads.append(Upload(item.filename or "image", data))
         elif item:
             raise InputError("images", "must be uploaded files")
+    reused = [str(sha) for sha in form.getlist("reuse_images") if str(sha)]
+    if len(uploads) + len(reused) > most_files:
+        raise InputError("images", f"more than {most_files} images; the limit is {limits.max_images}", 413)
+    names = [str(name) for name in form.getlist("reuse_names")]
+    data_dir = services(request).settings.data_dir
+    for index, sha in enumerate(reused):
+        name = names[index] if len(names) == len(reused) and names[index] else f"image-{sha[:12]}"
+        uploads.append(Upload(name, await asyncio.to_thread(read_stored_image, data_dir, sha)))
     models = [str(m) for m in form.getlist("models") if str(m)]
     params = {key: form.get(key) for key in ("max_new_tokens", "temperature", "top_p", "seed")}
     prompt = form.get("prompt")
     blind = str(form.get("blind", "")).lower() in ("1", "true", "on", "yes")
     await form.close()
     return (str(prompt) if prompt is not None else None), uploads, models, params, blind
+
+
+def read_stored_image(data_dir: Path, sha256: str) -> bytes:
+    """An image stored by an earlier comparison, named by its hash ("run again" sends hashes, not files)."""
+    try:
+        return files.image_path(data_dir, sha256).read_bytes()
+    except ValueError:
+        raise InputError("images", f"reuse_images: {sha256[:80]!r} is not an image's SHA-256 (64 hex digits)") from None
+    except FileNotFoundError:
+        raise InputError("images", f"stored image {sha256[:12]}… is not on this server (any more): upload it "
+                                   "again", 404) from None
 
 
 def comparison_body(comparison: dict[str, Any]) -> dict[str, Any]:
