@@ -54,6 +54,9 @@
   }
   function refuse(message) { pickProblems.push(message); showPickProblems(); }
 
+  // images kept from the comparison being run again: sent by hash (hidden inputs), removable
+  function reusedCount() { return document.querySelectorAll("#reused li").length; }
+
   function totalBytes() {
     var sum = 0;
     for (var i = 0; i < picked.files.length; i++) { sum += picked.files[i].size; }
@@ -72,7 +75,7 @@
         if (sameFile(picked.files[j], file)) { known = true; break; }
       }
       if (known) { continue; }
-      if (picked.files.length >= lim.images) { leftOut.push(file.name); continue; }
+      if (picked.files.length + reusedCount() >= lim.images) { leftOut.push(file.name); continue; }
       if (file.size === 0) { pickProblems.push(file.name + " is empty"); continue; }
       if (file.size > lim.imageBytes) {
         pickProblems.push(file.name + " is " + sizeOf(file.size) + "; the limit is " + megabytes(lim.imageBytes) +
@@ -235,6 +238,13 @@
   });
 
   document.addEventListener("click", function (event) {
+    var kept = event.target.closest ? event.target.closest("#reused button.remove") : null;
+    if (kept) {
+      event.preventDefault();
+      var item = kept.closest("li");
+      if (item) { item.remove(); }
+      return;
+    }
     var button = event.target.closest ? event.target.closest("#thumbs button.remove") : null;
     if (button) {
       event.preventDefault();

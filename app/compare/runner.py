@@ -38,7 +38,7 @@ from app.core.settings import Limits
 from app.core.shared_images import SharedImages
 from app.pool.client import BackendError
 from app.pool.pool import ModelPool, PoolError
-from app.storage import comparisons, outputs
+from app.storage import comparisons, files, outputs
 from app.storage.tables import FINISHED_STATUSES, OutputStatus
 
 log = logging.getLogger("vlm_playground.compare")
@@ -342,10 +342,19 @@ class ComparisonRunner:
     async def _close_when_done(self, run: ComparisonRun, downsizer: Downsizer) -> None:
         await asyncio.gather(*run.tasks, return_exceptions=True)
         await asyncio.to_thread(downsizer.release)  # every worker has read its images by now
+        await self._end(run)
+
+    async def _end(self, run: ComparisonRun) -> None:
+        """Once every panel has ended (panels tried again included), tell the followers; forget it later."""
+        while not all(task.done() for task in run.tasks):
+            await asyncio.gather(*run.tasks, return_exceptions=True)
+        if run.done.is_set():
+            return
         run.done.set()
         run.publish(PanelEvent(0, "", EventKind.END))
         await asyncio.sleep(self.keep_finished_s)
-        self.runs.pop(run.id, None)
+        if self.runs.get(run.id) is run:
+            self.runs.pop(run.id, None)
 
     # --- following ---------------------------------------------------------------------------------
 
@@ -425,6 +434,52 @@ class ComparisonRunner:
         await asyncio.gather(*stopped.values(), return_exceptions=True)  # recorded as stopped by now
         return list(stopped)
 
+    async def retry(self, comparison_id: int, output_id: int, client: str = "") -> None:
+        """Answer a failed or stopped panel again: same model, prompt, stored images and settings; the panel's
+        old text and error are replaced. Raises LookupError (unknown) or InputError (not failed or stopped,
+        or its images are gone)."""
+        comparison = await asyncio.to_thread(comparisons.get_comparison, self.engine, comparison_id)
+        stored = next((o for o in comparison["outputs"] if o["id"] == output_id), None)
+        if stored is None:
+            raise LookupError(f"output {output_id} is not part of comparison {comparison_id}")
+        if stored["status"] not in (OutputStatus.ERROR, OutputStatus.INTERRUPTED):
+            raise InputError("output", f"output {output_id} is {stored['status']}: only a failed or stopped answer "
+                                       "is tried again", 409)
+        run = self.runs.get(comparison_id)
+        if run is not None and output_id in run.outputs and run.outputs[output_id].task \
+                and not run.outputs[output_id].task.done():  # type: ignore[union-attr]
+            raise InputError("output", f"output {output_id} is being tried again already", 409)
+        uploads = [Upload(image["name"], await asyncio.to_thread(_stored_bytes, self.data_dir, image["sha256"]))
+                   for image in comparison["images"]]
+        params = comparison.get("params") or {}
+        checked_prompt, _, _, checked, downsizer = await asyncio.to_thread(
+            self.check, comparison["prompt"], uploads, [stored["model"]],
+            {key: params.get(key) for key in ("max_new_tokens", "temperature", "top_p", "seed")})
+        await asyncio.to_thread(outputs.update_output, self.engine, output_id, status=OutputStatus.QUEUED, text="",
+                                error=None, ttft_s=None, total_s=None, tokens=None, prompt_tokens=None,
+                                tokens_per_s=None, finished_at=None)
+        output = OutputRun(output_id, self.catalog.get(stored["model"]))
+        if run is None or run.done.is_set():  # the comparison had ended: follow it again
+            finished = [OutputRun(o["id"], self.catalog.get(o["model"]) if o["model"] in self.catalog.ids()
+                                  else output.spec, o["status"], [o.get("text") or ""])
+                        for o in comparison["outputs"] if o["id"] != output_id]
+            run = ComparisonRun(comparison_id, [*finished, output])
+            self.runs[comparison_id] = run
+        else:
+            run.outputs[output_id] = output
+        generation = GenerationParams(max_new_tokens=checked["max_new_tokens"], temperature=checked["temperature"],
+                                      top_p=checked["top_p"], seed=checked["seed"])
+        output.task = asyncio.create_task(self._answer(run, output, checked_prompt, downsizer, generation, client))
+        run.tasks.append(output.task)
+        run.publish(PanelEvent(output_id, output.spec.id, EventKind.STATE, OutputStatus.QUEUED))
+        asyncio.create_task(self._release_after(output.task, downsizer, run))
+
+    async def _release_after(self, task: asyncio.Task, downsizer: Downsizer, run: ComparisonRun) -> None:
+        """A retried panel's images go once it ends; the comparison ends when its last panel does."""
+        await asyncio.gather(task, return_exceptions=True)
+        await asyncio.to_thread(downsizer.release)
+        await self._end(run)
+
     def comparison_of(self, output_id: int) -> int | None:
         """The running comparison an output belongs to (None when none runs it)."""
         return next((run.id for run in self.runs.values() if output_id in run.outputs), None)
@@ -440,6 +495,13 @@ class ComparisonRunner:
             task.cancel()
         if pending:
             await asyncio.gather(*pending, return_exceptions=True)
+
+
+def _stored_bytes(data_dir: Path, sha256: str) -> bytes:
+    try:
+        return files.image_path(data_dir, sha256).read_bytes()
+    except (ValueError, FileNotFoundError):
+        raise InputError("images", f"stored image {sha256[:12]}… is missing: upload it again to compare", 404) from None
 
 
 def _round(value: float | None) -> float | None:

@@ -158,6 +158,7 @@ def panels_view(request: Request, comparison: dict[str, Any], rater: str,
         applied = output.get("params") or {}
         panels.append({
             "id": output["id"], "model": output["model"], "name": names.get(output["model"], output["model"]),
+            "comparison_id": comparison["id"] if battle is None else None,  # stop and retry (not in a battle)
             "label": f"Model {letter}", "letter": letter, "blind": blind, "battle": battle is not None,
             "cut": bool(output.get("tokens") and applied.get("max_new_tokens")
                         and output["tokens"] >= applied["max_new_tokens"]),

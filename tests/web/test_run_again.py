@@ -21,8 +21,8 @@ def test_a_comparison_runs_again_on_its_stored_images(live_server):
                        files=[("images", ("blue.png", png_bytes((20, 20, 220)), "image/png"))])
     assert again.status_code == 201, again.text
     images = again.json()["images"]
-    assert [image["name"] for image in images] == ["blue.png", "green.png"]  # one added, one removed, one kept
-    assert images[1]["sha256"] == shas[1]
+    assert [image["name"] for image in images] == ["green.png", "blue.png"]  # one kept, one removed, one added
+    assert images[0]["sha256"] == shas[1]
     assert again.json()["outputs"][0]["status"] == "done"
 
 

@@ -55,9 +55,11 @@ async def read_comparison_form(request: Request) -> tuple[str | None, list[Uploa
         raise InputError("images", f"more than {most_files} images; the limit is {limits.max_images}", 413)
     names = [str(name) for name in form.getlist("reuse_names")]
     data_dir = services(request).settings.data_dir
+    kept = []  # the stored images come first, as the page shows them above the new ones
     for index, sha in enumerate(reused):
         name = names[index] if len(names) == len(reused) and names[index] else f"image-{sha[:12]}"
-        uploads.append(Upload(name, await asyncio.to_thread(read_stored_image, data_dir, sha)))
+        kept.append(Upload(name, await asyncio.to_thread(read_stored_image, data_dir, sha)))
+    uploads = kept + uploads
     models = [str(m) for m in form.getlist("models") if str(m)]
     params = {key: form.get(key) for key in ("max_new_tokens", "temperature", "top_p", "seed")}
     prompt = form.get("prompt")
@@ -182,6 +184,20 @@ async def stop_output(runner: RunnerDep, output_id: RowId) -> dict[str, Any]:
     if comparison_id is None:
         raise HTTPException(404, f"output {output_id} is not running")
     return {"stopped": await runner.stop(comparison_id, output_id)}
+
+
+@router.post("/api/comparisons/{comparison_id}/outputs/{output_id}/retry", status_code=202, tags=["comparisons"],
+             responses={**NOT_FOUND, 409: {"model": Refusal, "description": "the answer is not failed or stopped"}})
+async def retry_output(request: Request, runner: RunnerDep, comparison_id: RowId, output_id: RowId) -> JSONResponse:
+    """Answer a failed or stopped panel again (same model, prompt, stored images and settings); follow it on
+    the comparison's event stream or poll the comparison."""
+    try:
+        await runner.retry(comparison_id, output_id, client=client_of(request))
+    except LookupError as exc:
+        raise HTTPException(404, str(exc).strip("'\"")) from None
+    except InputError as exc:
+        return refusal(exc)
+    return JSONResponse({"retrying": output_id, "comparison_id": comparison_id}, status_code=202)
 
 
 @router.post("/api/outputs/{output_id}/rating", status_code=201, tags=["ratings"], response_model=RatingOut,

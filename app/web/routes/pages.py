@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import html
 from typing import Any
 
 from fastapi import APIRouter, HTTPException, Request
@@ -104,7 +105,24 @@ async def comparison_page(request: Request, comparison_id: RowId) -> Response:
     values = _form_values(comparison["prompt"], [o["model"] for o in comparison["outputs"]],
                           {key: params.get(key) for key in ("max_new_tokens", "temperature", "seed")},
                           bool(comparison["blind"]))
+    values["reused"] = comparison["images"]  # "run again": its stored images, sent back by hash
     return templates.TemplateResponse(request, "index.html", page_context(request, values, comparison=view))
+
+
+@router.post("/comparisons/{comparison_id}/outputs/{output_id}/retry", response_class=HTMLResponse)
+async def retry_panel(request: Request, comparison_id: RowId, output_id: RowId) -> Response:
+    """A failed or stopped panel answered again: the comparison, following its panels again (htmx swaps it)."""
+    runner = services(request).runner
+    try:
+        await runner.retry(comparison_id, output_id, client=client_of(request))
+    except LookupError:
+        return not_found(request, f"There is no output {output_id} in comparison {comparison_id}.")
+    except InputError as exc:
+        return HTMLResponse(f'<p class="error-message">{html.escape(exc.detail)}</p>', status_code=exc.status_code,
+                            headers={"HX-Reswap": "none"})
+    comparison = await _just_compared(request, comparison_id)
+    view = comparison_view(request, comparison, current_rater(request))
+    return templates.TemplateResponse(request, "_comparison.html", base_context(request, comparison=view))
 
 
 @router.get("/pool", response_class=HTMLResponse)

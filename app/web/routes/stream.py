@@ -54,6 +54,8 @@ class _PanelSource:
         panel["ahead"] = info.get("ahead") if state == "queued" else None
         if state == "done" and info.get("total_s") is not None:
             panel["total_s"] = info["total_s"]
+        if state in ("generating", "done"):  # the time before the answer began, apart from the answer's own
+            panel["wait_s"], panel["load_s"] = info.get("wait_s"), info.get("load_s")
         return panel
 
     def foot_event(self, output_id: int) -> ServerSentEvent:
