@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, bindparam, func
+from sqlalchemy import Engine, and_, bindparam, false, func, or_, true
 from sqlalchemy import select as sa_select
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
@@ -27,6 +27,7 @@ from app.storage.tables import (
     Image,
     Output,
     Rating,
+    Vote,
     saved_id,
 )
 
@@ -293,18 +294,23 @@ def list_comparisons(engine: Engine, limit: int = 50, offset: int = 0) -> list[d
             .limit(limit)
             .offset(offset)
         ).all()
-        ids = [comparison.id for comparison in comparisons]
-        if not ids:
-            return []
-        links = db.exec(
-            select(ComparisonImage)
-            .where(col(ComparisonImage.comparison_id).in_(ids))
-            .order_by(col(ComparisonImage.comparison_id), col(ComparisonImage.position))
-        ).all()
-        outputs = db.exec(
-            select(Output).where(col(Output.comparison_id).in_(ids)).order_by(col(Output.position))
-        ).all()
-        summaries = _rating_summaries(db, [saved_id(output) for output in outputs])
+        return _listed(db, comparisons)
+
+
+def _listed(db: Session, comparisons: Sequence[Comparison]) -> list[dict[str, Any]]:
+    """These comparisons, in the order given, as `list_comparisons` entries (three more queries in all)."""
+    ids = [comparison.id for comparison in comparisons]
+    if not ids:
+        return []
+    links = db.exec(
+        select(ComparisonImage)
+        .where(col(ComparisonImage.comparison_id).in_(ids))
+        .order_by(col(ComparisonImage.comparison_id), col(ComparisonImage.position))
+    ).all()
+    outputs = db.exec(
+        select(Output).where(col(Output.comparison_id).in_(ids)).order_by(col(Output.position))
+    ).all()
+    summaries = _rating_summaries(db, [saved_id(output) for output in outputs])
     return [_summary(comparison, links, outputs, summaries) for comparison in comparisons]
 
 
@@ -359,3 +365,174 @@ def _summary(
         "outputs": entries,
         "ratings": {"count": count, "mean_score": total / count if count else None},
     }
+
+
+# ---------------------------------------------------------------- the history: filters, keyset pages, summary
+
+_BATTLES: Any = Battle.__table__  # type: ignore[attr-defined]
+_VOTES: Any = Vote.__table__  # type: ignore[attr-defined]
+HISTORY_SEARCH_MAX_CHARS = 200
+
+
+@dataclass(frozen=True)
+class HistoryFilters:
+    """What the history is narrowed to; every field left at its default narrows nothing.
+
+    `search`: text in the prompt or in a rating's note (case-insensitive, taken literally: `%` and `_`
+    match themselves). `model`: comparisons with an answer of this model that the history may name (not
+    an unrevealed battle's, nor a blind comparison's unrated one). `rater`: comparisons this rater started
+    or rated. `rated`: True, with at least one rating (by `rater`, when given); False, without. `blind`:
+    blind comparisons (battles among them) or the others.
+    """
+
+    search: str = ""
+    model: str | None = None
+    rater: str | None = None
+    rated: bool | None = None
+    blind: bool | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.search, str):
+            raise ValueError("search: expected text")
+        if len(self.search) > HISTORY_SEARCH_MAX_CHARS:
+            raise ValueError(f"search: at most {HISTORY_SEARCH_MAX_CHARS} characters")
+        for name in ("model", "rater"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, str):
+                raise ValueError(f"{name}: expected text")
+
+    @property
+    def active(self) -> bool:
+        return bool(self.search.strip()) or any(
+            value is not None for value in (self.model, self.rater, self.rated, self.blind))
+
+
+@dataclass(frozen=True)
+class HistoryPage:
+    """One page of the history, newest first, and the id to continue below (None: this is the last page)."""
+
+    items: list[dict[str, Any]]
+    next_before: int | None
+
+
+def _answer_shown(outputs: Any, comparisons: Any) -> Any:
+    """SQL: whether the history may name the model of this output of this comparison: a battle's once it
+    has a vote, a blind comparison's once the output is rated, any other comparison's always (asked
+    first: a battle is always blind, so most answers need no look-up)."""
+    battle, vote, rating = _BATTLES.alias("shown_battle"), _VOTES.alias("shown_vote"), _RATINGS.alias("shown_rating")
+    is_battle = sa_select(battle.c.id).where(battle.c.comparison_id == outputs.c.comparison_id).exists()
+    voted = (sa_select(battle.c.id).where(battle.c.comparison_id == outputs.c.comparison_id,
+                                          sa_select(vote.c.id).where(vote.c.battle_id == battle.c.id).exists())
+             .exists())
+    rated = sa_select(rating.c.id).where(rating.c.output_id == outputs.c.id).exists()
+    return or_(comparisons.c.blind == false(), voted, and_(~is_battle, rated))
+
+
+def _rated_by(comparisons: Any, rater: str | None) -> Any:
+    """SQL: whether some output of this comparison has a rating (by `rater`, when given)."""
+    output, rating = _OUTPUTS.alias("rated_output"), _RATINGS.alias("rated_rating")
+    query = (sa_select(rating.c.id).join(output, output.c.id == rating.c.output_id)
+             .where(output.c.comparison_id == comparisons.c.id))
+    if rater is not None:
+        query = query.where(rating.c.rater == rater)
+    return query.exists()
+
+
+def _history_conditions(comparisons: Any, filters: HistoryFilters) -> list[Any]:
+    """The WHERE conditions on `comparisons` (the table or an alias of it) that `filters` ask for."""
+    conditions: list[Any] = []
+    search = filters.search.strip()
+    if search:
+        output, rating = _OUTPUTS.alias("noted_output"), _RATINGS.alias("noted_rating")
+        noted = (sa_select(rating.c.id).join(output, output.c.id == rating.c.output_id)
+                 .where(output.c.comparison_id == comparisons.c.id,
+                        rating.c.note.icontains(search, autoescape=True)).exists())
+        conditions.append(or_(comparisons.c.prompt.icontains(search, autoescape=True), noted))
+    if filters.model is not None:
+        output = _OUTPUTS.alias("model_output")
+        conditions.append(sa_select(output.c.id).where(
+            output.c.comparison_id == comparisons.c.id, output.c.model == filters.model,
+            _answer_shown(output, comparisons)).exists())
+    if filters.rater is not None:
+        conditions.append(or_(comparisons.c.rater == filters.rater, _rated_by(comparisons, filters.rater)))
+    if filters.rated is not None:
+        rated = _rated_by(comparisons, filters.rater)
+        conditions.append(rated if filters.rated else ~rated)
+    if filters.blind is not None:
+        conditions.append(comparisons.c.blind == (true() if filters.blind else false()))
+    return conditions
+
+
+def history_ids_query(filters: HistoryFilters, before: int | None = None, limit: int = 20) -> Any:
+    """The keyset query of one history page: the ids of matching comparisons below `before`, newest
+    (highest id) first, one more than `limit` so the caller knows whether another page follows."""
+    query = sa_select(_COMPARISONS.c.id).where(*_history_conditions(_COMPARISONS, filters))
+    if before is not None:
+        query = query.where(_COMPARISONS.c.id < before)
+    return query.order_by(_COMPARISONS.c.id.desc()).limit(limit + 1)
+
+
+def history_page(engine: Engine, filters: HistoryFilters | None = None, before: int | None = None,
+                 limit: int = 20) -> HistoryPage:
+    """A page of the history: up to `limit` comparisons matching `filters` with ids below `before` (keyset
+    pagination: a page deep in a long history costs what the first does), each entry as
+    `list_comparisons` gives it."""
+    if limit < 1:
+        raise ValueError("limit: expected at least 1")
+    with session(engine, read_only=True) as db:
+        ids = [row[0] for row in db.execute(history_ids_query(filters or HistoryFilters(), before, limit))]
+        more = len(ids) > limit
+        ids = ids[:limit]
+        found = db.exec(select(Comparison).where(col(Comparison.id).in_(ids))).all() if ids else []
+        rows = sorted(found, key=lambda comparison: -saved_id(comparison))
+        items = _listed(db, rows)
+    return HistoryPage(items, ids[-1] if more else None)
+
+
+def history_summary(engine: Engine, filters: HistoryFilters | None = None) -> dict[str, Any]:
+    """How many comparisons match `filters`, and per model (only answers the history may name): the matching
+    comparisons it answered in, its ratings (by `filters.rater`, when given) and their mean score; the
+    models with most comparisons first."""
+    filters = filters or HistoryFilters()
+    conditions = [*_history_conditions(_COMPARISONS, filters), _answer_shown(_OUTPUTS, _COMPARISONS)]
+    answered = (_OUTPUTS.join(_COMPARISONS, _COMPARISONS.c.id == _OUTPUTS.c.comparison_id))
+    pairs = (sa_select(_OUTPUTS.c.comparison_id, _OUTPUTS.c.model).distinct().select_from(answered)
+             .where(*conditions).subquery())  # in the order of ix_outputs_comparison_model: no sort
+    compared = sa_select(pairs.c.model, func.count()).group_by(pairs.c.model)
+    rated = (sa_select(_OUTPUTS.c.model, func.count(), func.avg(_RATINGS.c.score))
+             .select_from(_RATINGS.join(_OUTPUTS, _OUTPUTS.c.id == _RATINGS.c.output_id)
+                          .join(_COMPARISONS, _COMPARISONS.c.id == _OUTPUTS.c.comparison_id))
+             .where(*conditions).group_by(_OUTPUTS.c.model))
+    if filters.rater is not None:
+        rated = rated.where(_RATINGS.c.rater == filters.rater)
+    total = sa_select(func.count()).select_from(_COMPARISONS).where(*_history_conditions(_COMPARISONS, filters))
+    with reading(engine) as connection:
+        count = int(connection.execute(total).scalar_one())
+        scores = {model: (int(number), float(mean)) for model, number, mean in connection.execute(rated)}
+        models = [{"model": model, "comparisons": int(number), "ratings": scores.get(model, (0, None))[0],
+                   "mean_score": scores.get(model, (0, None))[1]}
+                  for model, number in connection.execute(compared)]
+    models.sort(key=lambda entry: (-entry["comparisons"], entry["model"]))
+    return {"comparisons": count, "models": models}
+
+
+def history_choices(engine: Engine, limit: int = 200) -> dict[str, list[str]]:
+    """What the history's filters offer: the models the history may name somewhere, and the raters who
+    started or rated a comparison (each list sorted, at most `limit` long)."""
+    shown = _OUTPUTS.alias("choice_output")
+    with reading(engine) as connection:
+        models = [row[0] for row in connection.execute(
+            sa_select(_OUTPUTS.c.model).distinct().order_by(_OUTPUTS.c.model))]
+        visible = []
+        for model in models:
+            any_shown = (sa_select(shown.c.id)
+                         .select_from(shown.join(_COMPARISONS, _COMPARISONS.c.id == shown.c.comparison_id))
+                         .where(shown.c.model == model, _answer_shown(shown, _COMPARISONS)).limit(1))
+            if connection.execute(any_shown).first() is not None:
+                visible.append(model)
+            if len(visible) >= limit:
+                break
+        raters = sa_select(_COMPARISONS.c.rater.label("rater")).union(sa_select(_RATINGS.c.rater)).subquery()
+        names = [row[0] for row in connection.execute(
+            sa_select(raters.c.rater).where(raters.c.rater != "").order_by(raters.c.rater).limit(limit))]
+    return {"models": visible, "raters": names}

@@ -84,7 +84,7 @@ class Comparison(SQLModel, table=True):
     prompt: str = Field(sa_type=Text)
     params: dict[str, Any] = Field(default_factory=dict, sa_type=JSON)
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, index=True)
-    rater: str = Field(default="")
+    rater: str = Field(default="", index=True)
     blind: bool = Field(default=False)
 
 
@@ -126,6 +126,8 @@ class Output(SQLModel, table=True):
         UniqueConstraint("comparison_id", "position", name="uq_outputs_position"),
         CheckConstraint(_in("status", OUTPUT_STATUSES), name="ck_outputs_status"),
         CheckConstraint(_in("backend", BACKENDS), name="ck_outputs_backend"),
+        # the history's "has an answer of this model" check: both columns, or SQLite walks every answer of the model
+        Index("ix_outputs_comparison_model", "comparison_id", "model"),
     )
 
     id: int | None = Field(default=None, primary_key=True)
@@ -161,6 +163,7 @@ class Rating(SQLModel, table=True):
         UniqueConstraint("output_id", "rater", name="uq_ratings_output_rater"),
         CheckConstraint(f"score BETWEEN {SCORE_MIN} AND {SCORE_MAX}", name="ck_ratings_score"),
         Index("ix_ratings_updated_at", "updated_at"),
+        Index("ix_ratings_rater", "rater"),
     )
 
     id: int | None = Field(default=None, primary_key=True)

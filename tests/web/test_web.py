@@ -339,10 +339,12 @@ def test_history_pages_through_comparisons(client: TestClient) -> None:
     first = client.get("/history")
     assert first.status_code == 200
     assert first.text.count('class="history-item"') == 20
-    assert 'hx-get="/history?page=2"' in first.text and "history prompt 20" in first.text
+    older = re.search(r'hx-get="(/history\?before=(\d+))"', first.text)  # keyset: below the page's last id
+    assert older and "history prompt 20" in first.text and "history prompt 0" not in first.text
     assert "/images/" in first.text and "Tiny Qwen2-VL" in first.text
-    second = client.get("/history?page=2", headers=HX)
+    second = client.get(older.group(1), headers=HX)
     assert "<html" not in second.text and 'class="history-item"' in second.text
+    assert "history prompt 0" in second.text and "history prompt 20" not in second.text
 
 
 def test_history_shows_ratings(client: TestClient) -> None:
