@@ -536,3 +536,14 @@ def history_choices(engine: Engine, limit: int = 200) -> dict[str, list[str]]:
         names = [row[0] for row in connection.execute(
             sa_select(raters.c.rater).where(raters.c.rater != "").order_by(raters.c.rater).limit(limit))]
     return {"models": visible, "raters": names}
+
+
+def history_fingerprint(engine: Engine) -> tuple[Any, ...]:
+    """What `history_summary` depends on, read cheaply (counts and newest ids and changes, each from an
+    index): a summary computed at one fingerprint holds until it changes."""
+    parts = [sa_select(func.count(), func.max(_COMPARISONS.c.id)).select_from(_COMPARISONS),
+             sa_select(func.max(_OUTPUTS.c.id)),
+             sa_select(func.count(), func.max(_RATINGS.c.updated_at)).select_from(_RATINGS),
+             sa_select(func.count(), func.max(_VOTES.c.updated_at)).select_from(_VOTES)]
+    with reading(engine) as connection:
+        return tuple(value for part in parts for value in connection.execute(part).one())

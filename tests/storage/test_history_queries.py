@@ -208,3 +208,26 @@ def test_keyset_pagination_stays_fast_at_100k_comparisons(engine: Engine, capsys
         assert "SEARCH model_output USING COVERING INDEX ix_outputs_comparison_model (comparison_id=? AND model=?)" \
             in plan, plan
         assert not [step for step in plan if step.startswith("SCAN")], plan  # every subquery seeks an index
+
+
+def test_the_history_fingerprint_changes_with_whatever_the_summary_counts(engine: Engine, data_dir: Path):
+    """The page keeps a summary until this changes: a new comparison, a rating or a changed one, a vote."""
+    seen = [comparisons.history_fingerprint(engine)]
+
+    def changed() -> bool:
+        seen.append(comparisons.history_fingerprint(engine))
+        return seen[-1] != seen[-2]
+
+    assert not changed()
+    blind = compare(engine, data_dir, "blind", blind=True)
+    assert changed()
+    ratings.rate(engine, blind.output_ids[0], 2, "", "ann")
+    assert changed()
+    time.sleep(0.01)
+    ratings.rate(engine, blind.output_ids[0], 3, "", "ann")  # the same rating, changed: the mean moves
+    assert changed()
+    battle = compare(engine, data_dir, "battle", battle=True)
+    assert changed()
+    battles.vote(engine, battle.battle_id, "ann", "A")  # the battle's models may be named now
+    assert changed()
+    assert not changed()

@@ -24,6 +24,7 @@ from tests.web.test_browser import browser, open_page  # noqa: F401
 pytestmark = [pytest.mark.browser]
 
 LLAVA, QWEN, IDEFICS, PALI = "tiny-llava", "tiny-qwen2-vl", "tiny-idefics3", "tiny-paligemma"
+SEEDED: dict[str, list[int]] = {}  # output ids of the seeded comparisons the tests come back to
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +47,7 @@ def history_server(tiny_catalog_path: Path, tmp_path_factory: pytest.TempPathFac
     sunrise = store("A sunrise over the bay", (LLAVA,), rater="cy")
     ratings.rate(engine, sunrise.output_ids[0], 4, "", "cy")
     store("Is 100% of the square red?", (IDEFICS,))
-    store("Which is bigger, blind?", (LLAVA, IDEFICS), blind=True)
+    SEEDED["blind"] = store("Which is bigger, blind?", (LLAVA, IDEFICS), blind=True).output_ids
     store("An unvoted battle", (PALI, LLAVA), battle=True)  # names nothing: tiny-paligemma is nowhere else
     engine.dispose()
     yield live
@@ -181,3 +182,17 @@ def test_the_page_says_who_is_rating_and_sets_the_name(page, history_server: Liv
     page.click("#history-rater button[type=submit]")
     page.locator("#history-rater.history-rater-default").wait_for()
     assert page.input_value("#rater") == "anonymous"
+
+
+def test_the_summary_follows_a_new_rating(page, history_server: LiveServer):
+    """The server keeps each summary until the store changes: a rating made meanwhile shows on the next load,
+    and names the blind comparison's model it rates (its other answer stays unnamed)."""
+    page.goto("/history")
+    assert summary_rows(page)[LLAVA] == ["2", "2", "★ 4.50"]
+    llava, idefics = SEEDED["blind"]
+    rated = httpx.post(f"{history_server.url}/api/outputs/{llava}/rating", json={"score": 3, "rater": "dee"})
+    assert rated.status_code in (200, 201), rated.text
+    page.reload()
+    assert summary_rows(page)[LLAVA] == ["3", "3", "★ 4.00"]
+    page.goto(f"/history?model={IDEFICS}&blind=blind")
+    page.locator(".history-results .empty").wait_for()  # the unrated idefics answer is still hidden

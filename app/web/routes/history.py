@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import threading
+from collections import OrderedDict
 from typing import Any
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from sqlalchemy import Engine
 
 from app.compare.validation import MAX_ID
 from app.storage import battles, comparisons
@@ -95,12 +98,36 @@ async def history(request: Request) -> HTMLResponse:
     return templates.TemplateResponse(request, "history.html", context)
 
 
+SUMMARY_CACHE_SIZE = 64
+_summaries: OrderedDict[tuple[str, HistoryFilters], tuple[tuple[Any, ...], dict[str, Any]]] = OrderedDict()
+_summaries_lock = threading.Lock()
+
+
+def cached_summary(engine: Engine, filters: HistoryFilters) -> dict[str, Any]:
+    """`history_summary`, computed again only when the store's history fingerprint has changed since (the
+    most recent filters' summaries are kept: reading 100k comparisons takes most of a second)."""
+    key = (str(engine.url), filters)
+    fingerprint = comparisons.history_fingerprint(engine)
+    with _summaries_lock:
+        found = _summaries.get(key)
+        if found is not None and found[0] == fingerprint:
+            _summaries.move_to_end(key)
+            return found[1]
+    summary = comparisons.history_summary(engine, filters)
+    with _summaries_lock:
+        _summaries[key] = (fingerprint, summary)
+        _summaries.move_to_end(key)
+        while len(_summaries) > SUMMARY_CACHE_SIZE:
+            _summaries.popitem(last=False)
+    return summary
+
+
 @router.get("/history/summary", response_class=HTMLResponse)
 async def history_summary(request: Request) -> HTMLResponse:
     """How many comparisons match the filters, and per model its comparisons, ratings and mean score
     (loaded after the page: at 100k comparisons it is the one query that reads them all)."""
     filters, form = read_filters(request)
-    summary = await asyncio.to_thread(comparisons.history_summary, services(request).engine, filters)
+    summary = await asyncio.to_thread(cached_summary, services(request).engine, filters)
     context = {"summary": summary, "names": model_names(request), "form": form, "filtered": filters.active,
                "model_url": lambda model: "/history?" + query_string(form, model=model)}
     return templates.TemplateResponse(request, "_history_summary.html", context)
