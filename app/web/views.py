@@ -98,7 +98,7 @@ def models_view(request: Request) -> list[dict[str, Any]]:
             pool_state = "unavailable"
         elif pool_state == "too large":
             reason = f"needs {gb(planned)} GB; the pool's budget is {gb(budget)} GB"
-        elif hide and pool_state in ("resident", "loading"):
+        elif hide and pool_state in ("resident", "loading", "parked"):
             pool_state = "fits"  # the plan stays honest enough; which model is busy would tell too much
         rows.append({
             "index": index, "id": spec.id, "name": spec.name, "repo": spec.display_repo, "planned_gb": planned,
