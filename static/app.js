@@ -336,6 +336,14 @@
     }
   });
 
+  // A comparison whose stream has ended has nothing left to stop.
+  document.addEventListener("htmx:sseClose", function (event) {
+    if (!event.detail || event.detail.type !== "message") { return; }
+    var comparison = event.target.closest ? event.target.closest(".comparison") : null;
+    var stopAll = comparison ? comparison.querySelector(".stop-all") : null;
+    if (stopAll) { stopAll.remove(); }
+  });
+
   // ------------------------------------------------------------------ elapsed seconds
 
   var firstSeen = new WeakMap();

@@ -99,6 +99,7 @@ def test_stop_an_answer_then_retry_it(browser, server):  # noqa: F811
         panel.locator("button.stop").click()  # and stopped again: stop works on a retried panel too
         panel.locator(".st-error", has_text="interrupted").wait_for(timeout=30_000)
         assert panel.locator("button.retry").count() == 1
+        page.locator(".comparison .stop-all").wait_for(state="detached", timeout=30_000)  # nothing left to stop
     finally:
         context.close()
     assert problems == [], problems
