@@ -162,7 +162,9 @@ def test_the_page_says_who_is_rating_and_sets_the_name(page, history_server: Liv
     page.fill("#history-rater input[name=rater]", "Rita Q")
     page.click("#history-rater button[type=submit]")
     page.locator("#history-rater-name-shown", has_text="Rita Q").wait_for()
-    assert "history-rater-default" not in notice.get_attribute("class")
+    # the swapped-out notice lingers a moment (htmx-swapping) beside the new one: wait until only the new is left
+    page.wait_for_function("() => { const n = document.querySelectorAll('#history-rater');"
+                           " return n.length === 1 && !n[0].classList.contains('history-rater-default'); }")
     assert page.input_value("#rater") == "Rita Q"  # the header says the same
     cookies = {c["name"]: c["value"] for c in page.context.cookies()}
     assert cookies.get("rater") == "Rita%20Q"

@@ -7,6 +7,7 @@ Every check of what was stored reads it back from the server's JSON API, not fro
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -129,7 +130,13 @@ def test_arrow_keys_go_the_natural_way_and_focus_stays_put(rater_page, rating_se
                            arg=f"rating-status-{output_id}")
     assert mine(rating_server, comparison_id, output_id) == (5, "")
     page.keyboard.press("ArrowLeft")  # lowers: 5 → 4
-    wait_saved(panel)
+    # the status said "saved" (for 5) before this change: wait for the page to have stored 4, not for the word
+    page.wait_for_function("id => document.getElementById(id).checked", arg=f"score-{output_id}-4")
+    page.wait_for_function("id => document.getElementById(id).classList.contains('is-saved')",
+                           arg=f"rating-status-{output_id}")
+    deadline = time.monotonic() + 10
+    while mine(rating_server, comparison_id, output_id) != (4, "") and time.monotonic() < deadline:
+        time.sleep(0.1)
     assert mine(rating_server, comparison_id, output_id) == (4, "")
     assert page.evaluate("document.activeElement.id") == f"score-{output_id}-4"
     assert page.evaluate("window.scrollY") == scrolled
