@@ -102,9 +102,14 @@ def pick_images(page, files: list[dict]) -> None:
 
 def wait_until_finished(page, count: int) -> None:
     page.locator(".panel").nth(count - 1).wait_for()
-    page.wait_for_function(
-        "n => document.querySelectorAll('.panel .st-done, .panel .st-error').length === n", arg=count,
-        timeout=FINISH_MS)
+    try:
+        page.wait_for_function(
+            "n => document.querySelectorAll('.panel .st-done, .panel .st-error').length === n", arg=count,
+            timeout=FINISH_MS)
+    except Exception as exc:  # say where each panel and the pool stood, so a stall can be told from slowness
+        states = page.locator(".panel .state").all_inner_texts()
+        pool = page.evaluate("() => fetch('/api/pool').then(r => r.text())")
+        raise AssertionError(f"panels not finished after {FINISH_MS / 1000:g} s: {states}; pool: {pool}") from exc
 
 
 MAKE_TRANSFER = """async name => {
