@@ -29,6 +29,7 @@ from app.compare.validation import (
     check_models,
     check_params,
     check_prompt,
+    read_stored_image,
 )
 from app.core.catalog import Catalog, ModelSpec
 from app.core.generation import Finish, GenerationParams, StreamClock
@@ -38,7 +39,7 @@ from app.core.settings import Limits
 from app.core.shared_images import SharedImages
 from app.pool.client import BackendError
 from app.pool.pool import ModelPool, PoolError
-from app.storage import comparisons, files, outputs
+from app.storage import comparisons, outputs
 from app.storage.tables import FINISHED_STATUSES, OutputStatus
 
 log = logging.getLogger("vlm_playground.compare")
@@ -449,7 +450,7 @@ class ComparisonRunner:
         if run is not None and output_id in run.outputs and run.outputs[output_id].task \
                 and not run.outputs[output_id].task.done():  # type: ignore[union-attr]
             raise InputError("output", f"output {output_id} is being tried again already", 409)
-        uploads = [Upload(image["name"], await asyncio.to_thread(_stored_bytes, self.data_dir, image["sha256"]))
+        uploads = [Upload(image["name"], await asyncio.to_thread(read_stored_image, self.data_dir, image["sha256"]))
                    for image in comparison["images"]]
         params = comparison.get("params") or {}
         checked_prompt, _, _, checked, downsizer = await asyncio.to_thread(
@@ -495,13 +496,6 @@ class ComparisonRunner:
             task.cancel()
         if pending:
             await asyncio.gather(*pending, return_exceptions=True)
-
-
-def _stored_bytes(data_dir: Path, sha256: str) -> bytes:
-    try:
-        return files.image_path(data_dir, sha256).read_bytes()
-    except (ValueError, FileNotFoundError):
-        raise InputError("images", f"stored image {sha256[:12]}… is missing: upload it again to compare", 404) from None
 
 
 def _round(value: float | None) -> float | None:

@@ -6,6 +6,7 @@ import io
 import unicodedata
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Annotated, Any, Protocol
 
 from fastapi import Path as PathParam
@@ -14,6 +15,7 @@ from PIL import ExifTags, Image
 from app.core.catalog import Catalog
 from app.core.images import ImageError
 from app.core.settings import MB, Limits, megabytes
+from app.storage import files
 
 NAME_MAX_CHARS = 255
 MIN_TEMPERATURE = 0.01  # below it sampling is greedy in all but name, and logits / t overflows
@@ -241,3 +243,15 @@ def _decoded(upload: Upload, limits: Limits, name: str, field: str, prepare: Pre
         cut = "truncated" in str(exc).lower() or isinstance(exc, EOFError)
         raise InputError(field, f"{name} is not a readable image: the file is "
                                 + ("cut short (truncated)" if cut else "damaged")) from None
+
+
+def read_stored_image(data_dir: Path, sha256: str) -> bytes:
+    """An image an earlier comparison stored, by its hash ("run again" and "retry" send hashes, not files).
+    InputError: 422 for what is no SHA-256, 404 for an image not (or no longer) on this server."""
+    try:
+        return files.image_path(data_dir, sha256).read_bytes()
+    except ValueError:
+        raise InputError("images", f"reuse_images: {sha256[:80]!r} is not an image's SHA-256 (64 hex digits)") from None
+    except FileNotFoundError:
+        raise InputError("images", f"stored image {sha256[:12]}… is not on this server (any more): upload it "
+                                   "again", 404) from None

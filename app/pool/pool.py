@@ -324,8 +324,7 @@ class ModelPool:
             message = str(exc) if isinstance(exc, LoadError) else f"{type(exc).__name__}: {exc}"
             async with self._lock:
                 if self._resident.get(resident.spec.id) is resident:
-                    self._evict_locked(resident)
-                    self.counters.evictions -= 1
+                    self._evict_locked(resident, counted=False)
             resident.ready.set_exception(Unavailable(f"{resident.spec.id} failed to come back from host memory: "
                                                      f"{message}"))
             resident.ready.exception()
@@ -361,17 +360,13 @@ class ModelPool:
 
     async def _park(self, resident: Resident) -> None:
         assert resident.worker is not None
-        with contextlib.suppress(Exception):
-            await resident.worker.measure_gb()
-            if resident.worker.measured_gb:
-                await asyncio.to_thread(self.sizes.record, resident.spec.id, resident.worker.measured_gb)
+        await self._record_size(resident)
         host_gb = await resident.worker.park()  # type: ignore[attr-defined]
         async with self._lock:
             if self._resident.get(resident.spec.id) is not resident:
                 return  # its process exited meanwhile (the watcher removed it)
             if host_gb is None:  # it cannot park: unload it after all
-                self._evict_locked(resident)
-                self.counters.evictions -= 1
+                self._evict_locked(resident, counted=False)
             else:
                 resident.host_gb = host_gb
                 self.counters.parks += 1
@@ -545,10 +540,20 @@ class ModelPool:
         with contextlib.suppress(Exception):
             await resident.worker.terminate()  # already gone: this only closes its client
 
-    def _evict_locked(self, resident: Resident) -> None:
+    def _evict_locked(self, resident: Resident, counted: bool = True) -> None:
+        """Take a model out of the pool; its memory counts as draining until its worker lets go of it.
+        `counted`: an eviction to make room (not a failure, nor the second half of one counted already)."""
         del self._resident[resident.spec.id]
         self._draining[id(resident)] = resident.planned_gb
-        self.counters.evictions += 1
+        self.counters.evictions += counted
+
+    async def _record_size(self, resident: Resident) -> None:
+        """Ask the worker for its peak before it lets go of the model; the next plan for the model uses it."""
+        assert resident.worker is not None
+        with contextlib.suppress(Exception):
+            await resident.worker.measure_gb()
+            if resident.worker.measured_gb:
+                await asyncio.to_thread(self.sizes.record, resident.spec.id, resident.worker.measured_gb)
 
     async def _drain(self, resident: Resident, reuse: bool = True) -> None:
         """Stop an evicted worker — made a spare again (`reuse`, where the launcher can), else terminated and
@@ -557,10 +562,7 @@ class ModelPool:
             if resident.watcher:
                 resident.watcher.cancel()
             if resident.worker is not None:
-                with contextlib.suppress(Exception):
-                    await resident.worker.measure_gb()
-                    if resident.worker.measured_gb:
-                        await asyncio.to_thread(self.sizes.record, resident.spec.id, resident.worker.measured_gb)
+                await self._record_size(resident)
                 recycle = getattr(self.launcher, "recycle", None)  # its process may become the next spare
                 if not reuse or self._closed or recycle is None or not await recycle(resident.worker):
                     await resident.worker.terminate()
@@ -631,8 +633,7 @@ class ModelPool:
             if resident is None or resident.state != ResidentState.READY:
                 return False
             log.warning("discarding the worker for %s: %s", model_id, reason)
-            self._evict_locked(resident)
-            self.counters.evictions -= 1
+            self._evict_locked(resident, counted=False)
             self.counters.crashes += 1
         await self._drain(resident, reuse=False)
         return True

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, HTTPException, Query, Request
@@ -12,9 +11,9 @@ from fastapi.responses import JSONResponse
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from app.compare.validation import MAX_ID, InputError, RowId, Upload
+from app.compare.validation import MAX_ID, InputError, RowId, Upload, read_stored_image
 from app.core.catalog import model_summary
-from app.storage import battles, comparisons, files, ratings
+from app.storage import battles, comparisons, ratings
 from app.storage.health import monitor
 from app.web.deps import CatalogDep, EngineDep, PoolDep, RaterDep, RunnerDep, ServicesDep, client_of, rater_of, services
 from app.web.schemas import (
@@ -66,17 +65,6 @@ async def read_comparison_form(request: Request) -> tuple[str | None, list[Uploa
     blind = str(form.get("blind", "")).lower() in ("1", "true", "on", "yes")
     await form.close()
     return (str(prompt) if prompt is not None else None), uploads, models, params, blind
-
-
-def read_stored_image(data_dir: Path, sha256: str) -> bytes:
-    """An image stored by an earlier comparison, named by its hash ("run again" sends hashes, not files)."""
-    try:
-        return files.image_path(data_dir, sha256).read_bytes()
-    except ValueError:
-        raise InputError("images", f"reuse_images: {sha256[:80]!r} is not an image's SHA-256 (64 hex digits)") from None
-    except FileNotFoundError:
-        raise InputError("images", f"stored image {sha256[:12]}… is not on this server (any more): upload it "
-                                   "again", 404) from None
 
 
 def comparison_body(comparison: dict[str, Any]) -> dict[str, Any]:
